@@ -1,0 +1,12 @@
+"""The Celery application. All configuration lives in Django settings (CELERY_* names)."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+
+app = Celery("taskyard")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+# Tasks are found in each installed app's tasks.py.
+app.autodiscover_tasks()

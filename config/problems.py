@@ -1,0 +1,144 @@
+"""Errors as RFC 9457 problem details, from one place.
+
+Every error the API returns has the same shape, content type
+`application/problem+json`:
+
+    {"type": "urn:taskyard:problem:validation-error", "title": "...", "status": 400,
+     "detail": "...", "code": "validation-error", "errors": {"lines.0.sku": ["..."]}}
+
+`code` is the stable machine-readable name; `errors` maps dotted field paths to
+messages and is present only for field errors. Domain code raises a subclass of
+`ApplicationError` (each app has one in its errors.py); DRF and Django exceptions
+are translated here, so views never build error responses themselves.
+"""
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from rest_framework import exceptions as drf
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+class ApplicationError(Exception):
+    """Base of every domain error. Subclasses set `status_code`, `code` and `title`."""
+
+    status_code = 400
+    code = "application-error"
+    title = "The request could not be processed"
+
+    def __init__(self, detail: str, *, errors: dict[str, list[str]] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+
+class ConflictError(ApplicationError):
+    status_code = 409
+    code = "conflict"
+    title = "The request conflicts with the current state"
+
+
+def problem(
+    status: int,
+    code: str,
+    title: str,
+    detail: str = "",
+    errors: dict[str, list[str]] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"urn:taskyard:problem:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+        "code": code,
+    }
+    if errors:
+        body["errors"] = errors
+    body.update(extra)
+    return body
+
+
+def flatten_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """DRF's nested error structure -> {"lines.0.sku": ["..."]}."""
+    out: dict[str, list[str]] = {}
+    if isinstance(detail, dict):
+        for key, value in detail.items():
+            name = "non_field_errors" if key == "non_field_errors" and not prefix else str(key)
+            out.update(flatten_errors(value, f"{prefix}.{name}" if prefix else name))
+    elif isinstance(detail, list) and detail and all(isinstance(d, (dict, list)) for d in detail):
+        for index, value in enumerate(detail):
+            out.update(flatten_errors(value, f"{prefix}.{index}" if prefix else str(index)))
+    elif isinstance(detail, list):
+        out[prefix or "non_field_errors"] = [str(d) for d in detail]
+    else:
+        out[prefix or "non_field_errors"] = [str(detail)]
+    return {k: v for k, v in out.items() if v}
+
+
+_DRF_CODES: dict[type[drf.APIException], tuple[str, str]] = {
+    drf.NotAuthenticated: ("not-authenticated", "Authentication required"),
+    drf.AuthenticationFailed: ("authentication-failed", "Authentication failed"),
+    drf.PermissionDenied: ("permission-denied", "Permission denied"),
+    drf.NotFound: ("not-found", "Not found"),
+    drf.MethodNotAllowed: ("method-not-allowed", "Method not allowed"),
+    drf.NotAcceptable: ("not-acceptable", "Not acceptable"),
+    drf.UnsupportedMediaType: ("unsupported-media-type", "Unsupported media type"),
+    drf.Throttled: ("throttled", "Too many requests"),
+    drf.ParseError: ("parse-error", "Malformed request body"),
+}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    """DRF's EXCEPTION_HANDLER: every handled error becomes a problem response."""
+    if isinstance(exc, Http404):
+        exc = drf.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf.PermissionDenied()
+    elif isinstance(exc, DjangoValidationError):
+        exc = drf.ValidationError(detail=exc.message_dict if hasattr(exc, "error_dict") else exc.messages)
+
+    headers: dict[str, str] = {}
+    if isinstance(exc, ApplicationError):
+        body = problem(exc.status_code, exc.code, exc.title, exc.detail, exc.errors)
+    elif isinstance(exc, drf.ValidationError):
+        body = problem(
+            400,
+            "validation-error",
+            "The request has invalid fields",
+            "Fix the fields listed in `errors` and send the request again.",
+            flatten_errors(exc.detail),
+        )
+    elif isinstance(exc, drf.APIException):
+        code, title = _DRF_CODES.get(type(exc), ("error", "Request failed"))
+        body = problem(exc.status_code, code, title, str(exc.detail))
+        wait = getattr(exc, "wait", None)
+        if isinstance(exc, drf.Throttled) and wait is not None:
+            headers["Retry-After"] = str(int(wait) + 1)
+        auth_header = getattr(exc, "auth_header", None)
+        if auth_header:
+            headers["WWW-Authenticate"] = auth_header
+    else:
+        return None  # unexpected: Django's 500 handler answers and Sentry sees it
+
+    set_rollback()
+    return Response(body, status=body["status"], headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+
+
+def _json_problem(body: dict[str, Any]) -> JsonResponse:
+    return JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler404: unknown routes answer in the API's error shape, not an HTML page."""
+    return _json_problem(problem(404, "not-found", "Not found", f"No route for {request.path}"))
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """handler500: the details go to logs and Sentry, never to the client."""
+    return _json_problem(problem(500, "server-error", "Internal server error"))

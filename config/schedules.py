@@ -1,0 +1,35 @@
+"""Every periodic task of the project, in one place (UTC). Written to the database by
+`manage.py setup_periodic_tasks`; the README's schedule table lists the same rows."""
+
+from jobs.schedules import Schedule
+
+SCHEDULES: list[Schedule] = [
+    Schedule(
+        name="stuck-task-reaper",
+        task="jobs.reap_stuck_tasks",
+        every_seconds=60,
+        description="Re-publishes tasks whose worker died (backstop; the relay reaps every 5 s).",
+        when_missed="Nothing lost: the next run (or any relay) finds the same stale heartbeats.",
+    ),
+    Schedule(
+        name="idempotency-key-purge",
+        task="jobs.purge_idempotency_keys",
+        crontab="27 * * * *",
+        description="Deletes Idempotency-Key records past their TTL (24 h).",
+        when_missed="Expired keys are already ignored; the next run deletes them.",
+    ),
+    Schedule(
+        name="outbox-purge",
+        task="jobs.purge_outbox",
+        crontab="17 3 * * *",
+        description="Deletes sent outbox rows and finished task runs older than OUTBOX_RETENTION_DAYS.",
+        when_missed="Rows wait for the next night; nothing depends on them being gone.",
+    ),
+    Schedule(
+        name="dead-letter-digest",
+        task="jobs.dead_letter_digest",
+        crontab="0 8 * * *",
+        description="Emails the admins the dead-letter fingerprints open for more than 24 h.",
+        when_missed="Skipped; the next day's digest lists the same groups.",
+    ),
+]

@@ -1,0 +1,270 @@
+"""Settings shared by every environment. One labelled section per concern.
+
+Every value that differs between deployments comes from the environment
+(config/env.py); local.py, test.py and production.py only change defaults.
+"""
+
+from pathlib import Path
+
+from kombu import Exchange
+from kombu import Queue as KombuQueue
+
+from config.env import BASE_DIR, env
+from jobs.queues import Queue
+
+# --- Core -------------------------------------------------------------------
+SECRET_KEY = env("SECRET_KEY", default="insecure-local-only-key-change-me")
+DEBUG = env.bool("DEBUG", default=False)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"  # every timestamp and schedule is UTC; clients localise
+USE_I18N = True
+USE_TZ = True
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "django_celery_beat",
+    "jobs",
+    "notifications",
+    "orders",
+    "kyc",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "jobs.correlation.CorrelationIdMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------
+DATABASES = {
+    "default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/taskyard"),
+}
+# Keep connections open between requests and tasks (see CELERY_DB_REUSE_MAX);
+# health checks drop a connection that broke while idle instead of failing on it.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# No ATOMIC_REQUESTS: services own their transactions, so no view holds one across I/O.
+
+# --- Redis (rate limiter, heartbeats, cache) -----------------------------------
+REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "taskyard",
+    }
+}
+
+# --- Auth -------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+ADMIN_URL = env("ADMIN_URL", default="admin/")
+
+# --- Static and private files -----------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+# Uploaded and generated files are private: no MEDIA_URL is routed anywhere;
+# they are only ever streamed by an owner-checked API view.
+PRIVATE_STORAGE_ROOT = Path(env("PRIVATE_STORAGE_ROOT", default=str(BASE_DIR / "var" / "private")))
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(PRIVATE_STORAGE_ROOT), "base_url": None},
+    },
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+
+# --- REST API ---------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "config.problems.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": None,
+    # Redis-backed (the cache), so limits hold across gunicorn processes.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+        "rest_framework.throttling.ScopedRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env("THROTTLE_ANON_RATE", default="60/min"),
+        "user": env("THROTTLE_USER_RATE", default="6000/min"),
+        "auth": env("THROTTLE_AUTH_RATE", default="10/min"),  # token exchange: slows password guessing
+    },
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "taskyard API",
+    "DESCRIPTION": "Orders and KYC uploads; slow work runs on Celery workers.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],  # the schema is an API too
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery -----------------------------------------------------------------
+# Read by config/celery_app.py with namespace="CELERY".
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=REDIS_URL)
+# No result backend: task state lives in PostgreSQL (jobs.TaskRun, jobs.Job).
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+# JSON only: a worker must never unpickle bytes that came off the network.
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_EVENT_SERIALIZER = "json"
+CELERY_TIMEZONE = "UTC"  # beat schedules are written in UTC
+CELERY_ENABLE_UTC = True
+# Ack after the task ran, so a worker that dies mid-task leaves the message to be redelivered.
+CELERY_TASK_ACKS_LATE = True
+# A child process killed mid-task (OOM, SIGKILL) requeues its message instead of acking it.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Failures are recorded by the base task (retry row in the outbox or a DeadLetter) before the ack.
+CELERY_TASK_ACKS_ON_FAILURE_OR_TIMEOUT = True
+# Reserve one message per child: long tasks don't hoard work other workers could run.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Every task has a limit; tasks that need longer say so in their decorator.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+# Longest hard time limit of any task (the export: 15 min); the visibility timeout must exceed it
+# or Redis hands a still-running task to a second worker.
+TASKYARD_LONGEST_HARD_TIME_LIMIT = 15 * 60
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 60 * 60),
+    "socket_connect_timeout": 5,  # fail fast when the broker is down; callers back off
+    "health_check_interval": 10,  # notice a dead broker connection before using it
+}
+# A lost broker connection cancels running acks_late tasks: they will be redelivered anyway.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True  # wait for the broker instead of crashing at boot
+CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower and `celery events` need task events
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep Django's logging configuration
+# Celery's Django fixup closes every DB connection around each task unless this is set:
+# a new PostgreSQL connection per task made a one-INSERT task 2.4x slower (DESIGN.md section 3).
+CELERY_DB_REUSE_MAX = 1000
+# Queues come from one enum; an unknown queue is an error, not a silently created list.
+CELERY_TASK_DEFAULT_QUEUE = Queue.DEFAULT.value
+CELERY_TASK_QUEUES = [KombuQueue(q.value, Exchange(q.value), routing_key=q.value) for q in Queue]
+CELERY_TASK_CREATE_MISSING_QUEUES = False
+# Recycle children: bounded memory over long runs.
+CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=10_000)
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", default=300_000)  # KiB
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+# --- Email ------------------------------------------------------------------
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = env("EMAIL_HOST", default="127.0.0.1")
+EMAIL_PORT = env.int("EMAIL_PORT", default=1025)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)  # a hung SMTP server is a retryable error
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="taskyard <noreply@taskyard.test>")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
+ADMINS = env.list("ADMIN_EMAILS", default=["ops@taskyard.test"])  # dead-letter alerts and digest
+EMAIL_MESSAGE_ID_DOMAIN = env("EMAIL_MESSAGE_ID_DOMAIN", default="taskyard.test")
+
+# --- Logging ----------------------------------------------------------------
+LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+LOG_JSON = env.bool("LOG_JSON", default=False)
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(correlation_id)s %(message)s",
+        },
+    },
+    "filters": {"correlation": {"()": "jobs.correlation.CorrelationIdFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json" if LOG_JSON else "plain",
+            "filters": ["correlation"],
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # Replaces Django's default, which emails ADMINS synchronously on every 5xx.
+        "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "django.db.backends": {"level": "WARNING"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}
+
+# --- taskyard ---------------------------------------------------------------
+# Outbox: payloads are IDs and small scalars; anything bigger is a bug in the caller.
+OUTBOX_MAX_PAYLOAD_BYTES = env.int("OUTBOX_MAX_PAYLOAD_BYTES", default=2048)
+OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)
+OUTBOX_RELAY_POLL_SECONDS = env.float("OUTBOX_RELAY_POLL_SECONDS", default=1.0)  # fallback when no NOTIFY
+OUTBOX_RELAY_LEASE_SECONDS = env.float(
+    "OUTBOX_RELAY_LEASE_SECONDS", default=30.0
+)  # a dead relay's claim expires
+OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)  # sent rows kept for forensics
+# Worker liveness: the main process heartbeats its running tasks; the reaper (in the
+# relay loop) re-publishes work whose heartbeat is older than the stale limit.
+TASKYARD_HEARTBEAT_SECONDS = env.float("TASKYARD_HEARTBEAT_SECONDS", default=2.0)
+TASKYARD_HEARTBEAT_STALE_SECONDS = env.float("TASKYARD_HEARTBEAT_STALE_SECONDS", default=15.0)
+TASKYARD_REAPER_INTERVAL_SECONDS = env.float("TASKYARD_REAPER_INTERVAL_SECONDS", default=5.0)
+# Idempotency-Key: how long a key's first response is replayed.
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+# Dead-letter alerts: at most one email per fingerprint per window.
+DEAD_LETTER_ALERT_WINDOW_SECONDS = env.int("DEAD_LETTER_ALERT_WINDOW_SECONDS", default=3600)
+# Periodic schedules, defined in code (config/schedules.py) and synced by setup_periodic_tasks.
+PERIODIC_SCHEDULES = "config.schedules.SCHEDULES"
+# No result backend, so beat must not install its result-cleanup task.
+CELERY_RESULT_EXPIRES = None
+
+# --- Flower -----------------------------------------------------------------
+FLOWER_ADDRESS = env("FLOWER_ADDRESS", default="127.0.0.1")  # localhost unless a proxy fronts it
+FLOWER_PORT = env.int("FLOWER_PORT", default=5555)
+FLOWER_URL_PREFIX = env("FLOWER_URL_PREFIX", default="")
+FLOWER_DB = Path(env("FLOWER_DB", default=str(BASE_DIR / "var" / "flower.db")))
+FLOWER_REQUIRE_AUTH = env.bool("FLOWER_REQUIRE_AUTH", default=True)

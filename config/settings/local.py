@@ -1,0 +1,8 @@
+"""Local development (`make run`): debug on, everything on this machine."""
+
+from config.settings.base import *  # noqa: F403
+from config.settings.base import env
+
+DEBUG = env.bool("DEBUG", default=True)
+# Flower may run without credentials only here, and only on localhost.
+FLOWER_REQUIRE_AUTH = env.bool("FLOWER_REQUIRE_AUTH", default=False)

@@ -1,0 +1,27 @@
+"""URL map: /api/ (JSON, auth required), health probes, admin, OpenAPI."""
+
+from django.conf import settings
+from django.contrib import admin
+from django.urls import URLPattern, URLResolver, include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
+
+from config import health, problems
+from config.auth_api import MeApi, TokenObtainApi
+
+api: list[URLPattern | URLResolver] = [
+    path("me", MeApi.as_view(), name="me"),
+    path("auth/token", TokenObtainApi.as_view(), name="auth-token"),
+    path("jobs/", include("jobs.urls")),
+    path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
+]
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("api/", include(api)),
+    path(settings.ADMIN_URL, admin.site.urls),
+]
+
+handler404 = problems.not_found
+handler500 = problems.server_error

@@ -1,0 +1,1 @@
+"""jobs: admin (filled in by its issue)."""

@@ -1,0 +1,58 @@
+"""Job status API: GET /api/jobs/<id> and its result file."""
+
+import uuid
+
+from django.core.files.storage import default_storage
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.users import request_user
+from jobs.models import Job
+from jobs.selectors import job_list
+
+
+class JobDetailApi(APIView):
+    class OutputSerializer(serializers.ModelSerializer[Job]):
+        result_url = serializers.SerializerMethodField()
+
+        class Meta:
+            model = Job
+            fields = [
+                "id",
+                "kind",
+                "state",
+                "progress",
+                "progress_message",
+                "result_url",
+                "result",
+                "error",
+                "created_at",
+                "started_at",
+                "finished_at",
+            ]
+
+        def get_result_url(self, job: Job) -> str | None:
+            if not job.result_file:
+                return None
+            return reverse("jobs:result", kwargs={"job_id": job.id})
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request: Request, job_id: uuid.UUID) -> Response:
+        job = get_object_or_404(job_list(user=request_user(request)), pk=job_id)
+        return Response(self.OutputSerializer(job).data)
+
+
+class JobResultApi(APIView):
+    @extend_schema(responses={(200, "application/octet-stream"): bytes})
+    def get(self, request: Request, job_id: uuid.UUID) -> FileResponse:
+        job = get_object_or_404(job_list(user=request_user(request)), pk=job_id, state=Job.State.SUCCEEDED)
+        if not job.result_file or not default_storage.exists(job.result_file):
+            raise Http404("this job has no result file")
+        name = job.result_file.rsplit("/", 1)[-1]
+        return FileResponse(default_storage.open(job.result_file, "rb"), as_attachment=True, filename=name)

@@ -1,0 +1,199 @@
+"""The base task every task in the project uses.
+
+Around the task's own code (`run`) it:
+  * claims the task id in TaskRun: a duplicate delivery (finished, or running
+    elsewhere) does nothing; a message delivered more than `max_deliveries` times
+    (it keeps killing its worker) is dead-lettered without running again;
+  * binds the correlation id from the message headers for logs;
+  * on a retryable error with attempts left, writes the next attempt to the outbox
+    with `not_before` = now + exponential backoff with full jitter (no broker countdown);
+  * on a permanent error or when attempts run out, writes a DeadLetter row, then the
+    message is acked;
+  * when the database itself is unreachable (nothing can be recorded), rejects the
+    message back to the queue instead of acking it.
+
+    @app.task(base=BaseTask, name="orders.send_confirmation_email", queue=Queue.EMAILS,
+              policy=RetryPolicy(retry_on=(...), max_attempts=6))
+    def send_confirmation_email(order_id: int) -> None:
+        services.order_confirmation_send(order_id=order_id)
+"""
+
+import contextlib
+import logging
+import time
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any, ClassVar, NoReturn
+
+from billiard.exceptions import TimeLimitExceeded
+from celery import Task
+from celery.exceptions import Reject, Retry
+from django.db import DatabaseError, close_old_connections, transaction
+from django.utils import timezone
+
+from jobs import correlation, execution, outbox
+from jobs.dead_letters import dead_letter_record
+from jobs.errors import PoisonMessageError, Reschedule, RetryableError
+from jobs.execution import Claim, TaskMeta, meta_from_headers
+from jobs.models import Job, OutboxMessage, TaskRun
+from jobs.policy import Outcome, RetryPolicy
+from jobs.queues import Queue
+
+logger = logging.getLogger(__name__)
+
+REQUEUE_PAUSE_SECONDS = 2.0  # when the database is down: don't spin through the queue
+HEADER_NAMES = ("attempt", "root_id", "correlation_id", "job_id", "first_failed_at")
+
+
+class BaseTask(Task):
+    policy: ClassVar[RetryPolicy] = RetryPolicy()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.request.called_directly:  # a plain call (shell, unit test): just the function
+            return self.run(*args, **kwargs)
+        meta = self.meta_from_request()
+        with correlation.bound(meta.correlation_id or meta.root_id):
+            try:
+                claim, deliveries = execution.begin(meta, max_deliveries=self.policy.max_deliveries)
+            except DatabaseError as exc:
+                self._requeue(exc)
+            if claim is Claim.DUPLICATE:
+                logger.info(
+                    "%s[%s]: duplicate delivery, already done or running; skipped", self.name, meta.task_id
+                )
+                return None
+            if claim is Claim.POISON:
+                poison = PoisonMessageError(f"delivered {deliveries} times without finishing")
+                self._record_failure(meta, poison, list(args), kwargs)
+            self._job_update(meta, Job.State.RUNNING)
+            try:
+                result = self.run(*args, **kwargs)
+            except Reschedule as reschedule:
+                self._reschedule(meta, reschedule, list(args), kwargs)
+                return None
+            except Exception as exc:  # noqa: BLE001 - classified by the policy, never swallowed
+                self._record_failure(meta, exc, list(args), kwargs)
+            try:
+                execution.finish(meta.task_id, TaskRun.State.SUCCEEDED)
+                self._job_update(meta, Job.State.SUCCEEDED)
+            except DatabaseError as exc:
+                # The effect happened; its ledger row says so. A redelivery finds the ledger and stops.
+                self._requeue(exc)
+            return result
+
+    # --- metadata -------------------------------------------------------------------
+    def meta_from_request(self) -> TaskMeta:
+        request = self.request
+        headers = {name: getattr(request, name, None) for name in HEADER_NAMES}
+        queue = (
+            (request.delivery_info or {}).get("routing_key") or getattr(self, "queue", None) or Queue.DEFAULT
+        )
+        return meta_from_headers(str(request.id), self.name, str(queue), headers)
+
+    # --- failure paths --------------------------------------------------------------
+    def _record_failure(
+        self, meta: TaskMeta, exc: BaseException, args: list[Any], kwargs: dict[str, Any]
+    ) -> NoReturn:
+        """Retry through the outbox or dead-letter; always raises (Retry or the original)."""
+        outcome = self.policy.classify(exc)
+        now = timezone.now()
+        meta = replace(meta, first_failed_at=meta.first_failed_at or now.isoformat())
+        try:
+            close_old_connections()  # a broken connection is replaced before we record anything
+            if outcome is Outcome.RETRY and meta.attempt < self.policy.max_attempts:
+                delay = self._retry_delay(exc, meta.attempt)
+                with transaction.atomic():
+                    outbox.enqueue(
+                        self.name,
+                        args=args,
+                        kwargs=kwargs,
+                        queue=meta.queue,
+                        not_before=now + timedelta(seconds=delay),
+                        headers=meta.next_headers(
+                            attempt=meta.attempt + 1, first_failed_at=meta.first_failed_at
+                        ),
+                    )
+                    execution.finish(meta.task_id, TaskRun.State.RETRIED, execution.format_error(exc))
+                    if meta.job_id:
+                        Job.objects.filter(pk=meta.job_id).update(
+                            progress_message=f"attempt {meta.attempt} failed; retrying in {delay:.0f}s"
+                        )
+                logger.warning(
+                    "%s[%s] attempt %d/%d failed (%s); retry in %.1fs",
+                    self.name,
+                    meta.task_id,
+                    meta.attempt,
+                    self.policy.max_attempts,
+                    type(exc).__name__,
+                    delay,
+                )
+                raise Retry(
+                    exc=exc if isinstance(exc, Exception) else None, when=now + timedelta(seconds=delay)
+                )
+            if isinstance(exc, PoisonMessageError):
+                reason = "poison"
+            elif isinstance(exc, TimeLimitExceeded) and outcome is Outcome.PERMANENT:
+                reason = "timeout"
+            else:
+                reason = "exhausted" if outcome is Outcome.RETRY else "permanent"
+            dead_letter_record(
+                meta=meta, exc=exc, reason=reason, args=args, kwargs=kwargs, alert=self.policy.alert
+            )
+        except DatabaseError as db_exc:
+            self._requeue(db_exc)
+        raise exc
+
+    def _retry_delay(self, exc: BaseException, attempt: int) -> float:
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            return max(0.0, min(exc.retry_after, self.policy.backoff_cap))
+        return self.policy.backoff(attempt)
+
+    def _reschedule(
+        self, meta: TaskMeta, reschedule: Reschedule, args: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        """Run later without spending an attempt (e.g. the vendor's rate limit is used up)."""
+        try:
+            with transaction.atomic():
+                outbox.enqueue(
+                    self.name,
+                    args=args,
+                    kwargs=kwargs,
+                    queue=meta.queue,
+                    not_before=timezone.now() + timedelta(seconds=reschedule.delay),
+                    headers=meta.next_headers(attempt=meta.attempt, first_failed_at=meta.first_failed_at),
+                )
+                execution.finish(meta.task_id, TaskRun.State.RESCHEDULED, reschedule.reason)
+        except DatabaseError as exc:
+            self._requeue(exc)
+        logger.info(
+            "%s[%s] rescheduled in %.2fs: %s", self.name, meta.task_id, reschedule.delay, reschedule.reason
+        )
+
+    def _requeue(self, exc: BaseException) -> NoReturn:
+        """The database is unreachable: put the message back rather than ack what we can't record."""
+        logger.warning("%s: database unavailable (%s); message requeued", self.name, type(exc).__name__)
+        close_old_connections()
+        time.sleep(REQUEUE_PAUSE_SECONDS)  # back off: every worker would otherwise spin on the queue
+        raise Reject(reason=f"database unavailable: {type(exc).__name__}", requeue=True)
+
+    def _job_update(self, meta: TaskMeta, state: str) -> None:
+        if not meta.job_id:
+            return
+        now = timezone.now()
+        jobs = Job.objects.filter(pk=meta.job_id)
+        if state == Job.State.RUNNING:
+            jobs.filter(state__in=[Job.State.QUEUED, Job.State.RUNNING]).update(
+                state=state, started_at=now, task_id=meta.task_id
+            )
+        else:  # succeeded, unless the task itself already finished the job another way
+            jobs.filter(state=Job.State.RUNNING).update(state=state, progress=100, finished_at=now)
+
+    # --- a child killed by the hard time limit (runs in the worker's main process) ------
+    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
+        if not isinstance(exc, TimeLimitExceeded):
+            return  # every other failure was recorded in __call__ before the exception left the task
+        found = OutboxMessage.objects.filter(pk=task_id).values("queue", "headers").first()
+        row: dict[str, Any] = dict(found) if found else {}
+        meta = meta_from_headers(task_id, self.name, row.get("queue", Queue.DEFAULT), row.get("headers", {}))
+        with contextlib.suppress(Retry, TimeLimitExceeded, Reject):  # recorded or requeued: done
+            self._record_failure(meta, exc, list(args or []), dict(kwargs or {}))

@@ -1,0 +1,150 @@
+"""Dead letters: record, replay, resolve, discard. The admin calls these services."""
+
+import hashlib
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Count, Max, Min, QuerySet
+from django.utils import timezone
+
+from jobs import outbox
+from jobs.execution import TaskMeta, format_traceback
+from jobs.models import DeadLetter, Job, TaskRun
+from jobs.redact import normalise, redact
+
+logger = logging.getLogger(__name__)
+
+ALERT_TASK = "jobs.alert_dead_letter"
+
+
+def fingerprint(task_name: str, exc_class: str, message: str) -> str:
+    return hashlib.sha256(f"{task_name}|{exc_class}|{normalise(message)}".encode()).hexdigest()[:16]
+
+
+def exception_class_name(exc: BaseException) -> str:
+    cls = type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def dead_letter_record(
+    *,
+    meta: TaskMeta,
+    exc: BaseException,
+    reason: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    alert: bool = True,
+) -> DeadLetter:
+    """Write the dead letter (before the message is acked) and close the task's records.
+
+    One transaction: the DeadLetter row (unique per task id, so a worker that dies
+    after this commit and gets the message again cannot write a second one), the
+    TaskRun and Job states, and the alert's outbox row.
+    """
+    now = timezone.now()
+    message = redact(str(exc))[:2000]
+    exc_class = exception_class_name(exc)
+    first_failed = datetime.fromisoformat(meta.first_failed_at) if meta.first_failed_at else now
+    with transaction.atomic():
+        dead_letter, created = DeadLetter.objects.get_or_create(
+            task_id=meta.task_id,
+            defaults={
+                "root_id": meta.root_id,
+                "task_name": meta.task_name,
+                "queue": meta.queue,
+                "args": list(args),
+                "kwargs": dict(kwargs),
+                "headers": {
+                    k: v for k, v in (("correlation_id", meta.correlation_id), ("job_id", meta.job_id)) if v
+                },
+                "exception_class": exc_class,
+                "message": message,
+                "traceback": redact(format_traceback(exc)),
+                "attempts": meta.attempt,
+                "reason": reason,
+                "first_failed_at": first_failed,
+                "last_failed_at": now,
+                "fingerprint": fingerprint(meta.task_name, exc_class, message),
+            },
+        )
+        TaskRun.objects.filter(task_id=meta.task_id).update(
+            state=TaskRun.State.DEAD, finished_at=now, error=f"{exc_class}: {message}"[:4000]
+        )
+        if meta.job_id:
+            Job.objects.filter(pk=meta.job_id).exclude(state=Job.State.SUCCEEDED).update(
+                state=Job.State.DEAD, error=f"{type(exc).__name__}: {message}"[:2000], finished_at=now
+            )
+        if created and alert:
+            outbox.enqueue(ALERT_TASK, kwargs={"dead_letter_id": dead_letter.pk})
+    if created:
+        logger.error(
+            "dead letter %s: %s[%s] %s after %d attempt(s) (%s)",
+            dead_letter.pk,
+            meta.task_name,
+            meta.task_id,
+            exc_class,
+            meta.attempt,
+            reason,
+        )
+    return dead_letter
+
+
+def _act(dead_letter: DeadLetter, status: str, actor: AbstractBaseUser | None, note: str) -> None:
+    dead_letter.status = status
+    dead_letter.acted_by = actor  # type: ignore[assignment]
+    dead_letter.acted_at = timezone.now()
+    if note:
+        dead_letter.note = note
+    dead_letter.save(update_fields=["status", "acted_by", "acted_at", "note", "replay_task_id"])
+
+
+def dead_letter_replay(*, dead_letter_id: int, actor: AbstractBaseUser | None, note: str = "") -> str | None:
+    """Run the task again through the outbox, with a new task id and a fresh attempt budget.
+
+    Only an open dead letter can be replayed: the row lock and the status check make a
+    second click (or a concurrent bulk replay) a no-op. Returns the new task id or None.
+    """
+    with transaction.atomic():
+        dead_letter = DeadLetter.objects.select_for_update().get(pk=dead_letter_id)
+        if dead_letter.status != DeadLetter.Status.OPEN:
+            return None
+        headers = {k: v for k, v in dead_letter.headers.items() if k in {"correlation_id", "job_id"}}
+        headers["replay_of"] = dead_letter.pk
+        task_id = outbox.enqueue(
+            dead_letter.task_name,
+            args=dead_letter.args,
+            kwargs=dead_letter.kwargs,
+            queue=dead_letter.queue,
+            headers=headers,
+        )
+        if job_id := headers.get("job_id"):
+            Job.objects.filter(pk=job_id).update(state=Job.State.QUEUED, error="", finished_at=None)
+        dead_letter.replay_task_id = task_id
+        _act(dead_letter, DeadLetter.Status.REPLAYED, actor, note)
+    logger.info("dead letter %s replayed as %s", dead_letter_id, task_id)
+    return str(task_id)
+
+
+def dead_letter_close(*, dead_letter_id: int, actor: AbstractBaseUser | None, status: str, note: str) -> bool:
+    """Resolve (fixed by hand) or discard (not worth doing) an open dead letter."""
+    if status not in (DeadLetter.Status.RESOLVED, DeadLetter.Status.DISCARDED):
+        raise ValueError(f"cannot close a dead letter as {status!r}")
+    with transaction.atomic():
+        dead_letter = DeadLetter.objects.select_for_update().get(pk=dead_letter_id)
+        if dead_letter.status != DeadLetter.Status.OPEN:
+            return False
+        _act(dead_letter, status, actor, note)
+    return True
+
+
+def open_groups() -> QuerySet[Any, Any]:
+    """Open dead letters grouped by fingerprint, biggest group first."""
+    return (
+        DeadLetter.objects.filter(status=DeadLetter.Status.OPEN)
+        .values("fingerprint", "task_name", "exception_class")
+        .annotate(count=Count("id"), first=Min("created_at"), last=Max("created_at"), sample_id=Min("id"))
+        .order_by("-count", "-last")
+    )

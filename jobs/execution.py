@@ -1,0 +1,208 @@
+"""TaskRun bookkeeping: one row per task id, claimed when a worker starts it.
+
+`begin` is one SQL statement: it creates the row, or takes it over when the previous
+delivery is known dead (state lost, stale heartbeat, or its process is gone), and
+counts the delivery. It refuses a task id that already reached a terminal state
+(a duplicate delivery: its effect already happened) or that is running elsewhere.
+"""
+
+import os
+import socket
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from jobs.models import TaskRun
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class TaskMeta:
+    """What a running task knows about itself, from its message headers."""
+
+    task_id: str
+    task_name: str
+    queue: str
+    attempt: int
+    root_id: str
+    correlation_id: str
+    job_id: str | None
+    first_failed_at: str | None
+
+    def next_headers(self, *, attempt: int, first_failed_at: str | None) -> dict[str, Any]:
+        """Headers for the next message of this task's chain (a retry or a reschedule)."""
+        headers: dict[str, Any] = {"attempt": attempt, "root_id": self.root_id}
+        if first_failed_at:
+            headers["first_failed_at"] = first_failed_at
+        if self.correlation_id:
+            headers["correlation_id"] = self.correlation_id
+        if self.job_id:
+            headers["job_id"] = self.job_id
+        return headers
+
+
+def meta_from_headers(task_id: str, task_name: str, queue: str, headers: dict[str, Any]) -> TaskMeta:
+    return TaskMeta(
+        task_id=task_id,
+        task_name=task_name,
+        queue=queue,
+        attempt=int(headers.get("attempt") or 1),
+        root_id=str(headers.get("root_id") or task_id),
+        correlation_id=str(headers.get("correlation_id") or ""),
+        job_id=headers.get("job_id"),
+        first_failed_at=headers.get("first_failed_at"),
+    )
+
+
+class Claim(StrEnum):
+    RUN = "run"
+    DUPLICATE = "duplicate"  # finished before, or running elsewhere: do nothing
+    POISON = "poison"  # delivered too often: dead-letter without running
+
+
+_BEGIN_SQL = """
+INSERT INTO jobs_taskrun
+    (task_id, task_name, queue, state, deliveries, attempt, root_id, worker, started_at, heartbeat_at, error)
+VALUES (%(task_id)s, %(task_name)s, %(queue)s, 'running', 1, %(attempt)s, %(root_id)s, %(worker)s, now(), now(), '')
+ON CONFLICT (task_id) DO UPDATE SET
+    state = 'running', deliveries = jobs_taskrun.deliveries + 1, worker = EXCLUDED.worker,
+    started_at = now(), heartbeat_at = now(), finished_at = NULL
+WHERE jobs_taskrun.state = 'lost'
+   OR (jobs_taskrun.state = 'running'
+       AND (jobs_taskrun.heartbeat_at < now() - make_interval(secs => %(stale)s)
+            OR jobs_taskrun.worker = %(dead_worker)s))
+RETURNING deliveries
+"""
+
+
+def _process_gone(worker: str) -> bool:
+    """True when `worker` (host:pid) ran on this host and that process no longer exists."""
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def begin(meta: TaskMeta, *, max_deliveries: int) -> tuple[Claim, int]:
+    """Claim the task id for this process. Returns (claim, deliveries so far)."""
+    params = {
+        "task_id": meta.task_id,
+        "task_name": meta.task_name,
+        "queue": meta.queue,
+        "attempt": meta.attempt,
+        "root_id": meta.root_id,
+        "worker": worker_id(),
+        "stale": settings.TASKYARD_HEARTBEAT_STALE_SECONDS,
+        "dead_worker": "",
+    }
+    deliveries = _begin_once(params)
+    if deliveries is None:
+        # Refused: finished, or running. A process on this host that died (a child killed
+        # mid-task; its message was requeued at once) may be taken over without waiting.
+        previous = TaskRun.objects.filter(task_id=meta.task_id).values_list("state", "worker").first()
+        if previous and previous[0] == TaskRun.State.RUNNING and _process_gone(previous[1]):
+            params["dead_worker"] = previous[1]
+            deliveries = _begin_once(params)
+    if deliveries is None:
+        return Claim.DUPLICATE, 0
+    if deliveries > max_deliveries:
+        return Claim.POISON, deliveries
+    return Claim.RUN, deliveries
+
+
+def _begin_once(params: dict[str, Any]) -> int | None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(_BEGIN_SQL, params)
+            row = cursor.fetchone()
+        return int(row[0]) if row else None
+    return _begin_portable(params)
+
+
+def _begin_portable(params: dict[str, Any]) -> int | None:
+    """The same claim with the ORM, for SQLite (`make run` without PostgreSQL)."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = TaskRun.objects.select_for_update().filter(task_id=params["task_id"]).first()
+        if run is None:
+            TaskRun.objects.create(
+                task_id=params["task_id"],
+                task_name=params["task_name"],
+                queue=params["queue"],
+                state=TaskRun.State.RUNNING,
+                attempt=params["attempt"],
+                root_id=params["root_id"],
+                worker=params["worker"],
+                started_at=now,
+                heartbeat_at=now,
+            )
+            return 1
+        stale = run.heartbeat_at < now - timedelta(seconds=params["stale"])
+        if not (
+            run.state == TaskRun.State.LOST
+            or (run.state == TaskRun.State.RUNNING and (stale or run.worker == params["dead_worker"]))
+        ):
+            return None
+        run.state, run.worker, run.started_at, run.heartbeat_at = (
+            TaskRun.State.RUNNING,
+            params["worker"],
+            now,
+            now,
+        )
+        run.deliveries += 1
+        run.finished_at = None
+        run.save()
+        return run.deliveries
+
+
+def finish(task_id: str, state: TaskRun.State, error: str = "") -> None:
+    TaskRun.objects.filter(task_id=task_id).update(
+        state=state, finished_at=timezone.now(), error=error[:4000]
+    )
+
+
+def heartbeat(task_ids: list[str]) -> int:
+    """Refresh the heartbeat of running task ids (called by each worker's main process)."""
+    if not task_ids:
+        return 0
+    return TaskRun.objects.filter(task_id__in=task_ids, state=TaskRun.State.RUNNING).update(
+        heartbeat_at=timezone.now()
+    )
+
+
+def mark_lost_if_stale(stale_seconds: float) -> list[str]:
+    """Running rows whose heartbeat stopped: their worker died. Mark them lost."""
+    cutoff = timezone.now() - timedelta(seconds=stale_seconds)
+    with transaction.atomic():
+        ids = list(
+            TaskRun.objects.select_for_update(skip_locked=True)
+            .filter(state=TaskRun.State.RUNNING, heartbeat_at__lt=cutoff)
+            .values_list("task_id", flat=True)[:500]
+        )
+        TaskRun.objects.filter(task_id__in=ids).update(
+            state=TaskRun.State.LOST, error="worker lost (no heartbeat)"
+        )
+    return [str(i) for i in ids]
+
+
+def format_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def format_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))[-8000:]

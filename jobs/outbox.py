@@ -1,0 +1,256 @@
+"""The transactional outbox: the only way product code enqueues work.
+
+    with transaction.atomic():
+        order = Order.objects.create(...)
+        outbox.enqueue("orders.send_confirmation_email", kwargs={"order_id": order.id})
+
+`enqueue` only INSERTs a row in the caller's transaction: if the transaction rolls
+back, no task ever runs; if it commits, the relay (jobs/relay.py) publishes the row
+with the row id as the Celery task id. No broker call happens in the request.
+
+On PostgreSQL the rows and the relay's wake-up (NOTIFY) are written in one SQL
+statement; `batch()` collects a transaction's enqueues so they share that one round
+trip (DESIGN.md section 3: 0.89x of the bare create's throughput, vs 0.72x for
+bulk_create + a separate NOTIFY).
+"""
+
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from jobs import correlation
+from jobs.errors import EnqueueError
+from jobs.models import OutboxMessage
+from jobs.queues import Queue
+
+NOTIFY_CHANNEL = "taskyard_outbox"
+MAX_STRING_LENGTH = 256  # arguments are IDs and small scalars, never documents or PII
+_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True)
+class Message:
+    task_name: str
+    queue: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    headers: dict[str, Any]
+    priority: int | None = None
+    not_before: datetime | None = None
+    dedupe_key: str | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+_batch: ContextVar[list[Message] | None] = ContextVar("outbox_batch", default=None)
+
+
+def _check_value(value: Any, path: str) -> None:
+    if isinstance(value, str) and len(value) > MAX_STRING_LENGTH:
+        raise EnqueueError(
+            f"{path}: strings longer than {MAX_STRING_LENGTH} characters don't belong in a task"
+        )
+    if isinstance(value, _SCALARS):
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_value(item, f"{path}[{i}]")
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise EnqueueError(f"{path}: keys must be strings")
+            _check_value(item, f"{path}.{key}")
+        return
+    raise EnqueueError(
+        f"{path}: {type(value).__name__} is not a JSON scalar; pass IDs and small values, "
+        "and let the task load what it needs"
+    )
+
+
+def _resolve_queue(task_name: str, queue: str | None) -> str:
+    from config.celery_app import app
+
+    task = app.tasks.get(task_name)
+    if task is None:
+        raise EnqueueError(f"unknown task {task_name!r}: not registered with the Celery app")
+    name = queue or getattr(task, "queue", None) or Queue.DEFAULT.value
+    if name not in {q.value for q in Queue}:
+        raise EnqueueError(f"unknown queue {name!r}; queues are declared in jobs.queues.Queue")
+    return name
+
+
+def build_message(
+    task_name: str,
+    *,
+    args: list[Any] | tuple[Any, ...] = (),
+    kwargs: dict[str, Any] | None = None,
+    queue: str | None = None,
+    not_before: datetime | None = None,
+    priority: int | None = None,
+    dedupe_key: str | None = None,
+    headers: dict[str, Any] | None = None,
+    job_id: uuid.UUID | str | None = None,
+) -> Message:
+    """Validate an enqueue request; raises EnqueueError with a reason."""
+    kwargs = dict(kwargs or {})
+    _check_value(list(args), "args")
+    _check_value(kwargs, "kwargs")
+    try:
+        payload = json.dumps([list(args), kwargs], allow_nan=False)
+    except (TypeError, ValueError) as exc:  # pragma: no cover - _check_value catches these first
+        raise EnqueueError(f"payload is not JSON: {exc}") from exc
+    if len(payload.encode()) > settings.OUTBOX_MAX_PAYLOAD_BYTES:
+        raise EnqueueError(
+            f"payload is {len(payload.encode())} bytes; the limit is {settings.OUTBOX_MAX_PAYLOAD_BYTES} "
+            "(IDs and small scalars only)"
+        )
+    if priority is not None and not (isinstance(priority, int) and 0 <= priority <= 9):
+        raise EnqueueError("priority must be an integer from 0 (most urgent) to 9")
+    if not_before is not None and timezone.is_naive(not_before):
+        raise EnqueueError("not_before must be timezone-aware (UTC)")
+    if dedupe_key is not None and not (0 < len(dedupe_key) <= 200):
+        raise EnqueueError("dedupe_key must be 1-200 characters")
+    message_id = uuid.uuid4()
+    merged = {"attempt": 1, "root_id": str(message_id)}
+    if cid := correlation.get():
+        merged["correlation_id"] = cid
+    if job_id:
+        merged["job_id"] = str(job_id)
+    merged.update(headers or {})
+    return Message(
+        task_name=task_name,
+        queue=_resolve_queue(task_name, queue),
+        args=list(args),
+        kwargs=kwargs,
+        headers=merged,
+        priority=priority,
+        not_before=not_before,
+        dedupe_key=dedupe_key,
+        id=message_id,
+    )
+
+
+def enqueue(task_name: str, *, using: str = "default", **options: Any) -> uuid.UUID | None:
+    """Add one task to the outbox, in the caller's open transaction.
+
+    Options: args, kwargs, queue, not_before, priority, dedupe_key, headers, job_id.
+    Returns the task id, or None when `dedupe_key` matched an existing row (outside
+    `batch()`, where the write happens at the end of the block).
+    """
+    _require_transaction(using)
+    message = build_message(task_name, **options)
+    buffered = _batch.get()
+    if buffered is not None:
+        buffered.append(message)
+        return message.id
+    return message.id if write([message], using=using) else None
+
+
+@contextmanager
+def batch(using: str = "default") -> Iterator[None]:
+    """Collect the enqueues of a block and write them in one statement when it ends."""
+    if _batch.get() is not None:  # nested: the outermost block writes
+        yield
+        return
+    _require_transaction(using)
+    token = _batch.set([])
+    try:
+        yield
+        messages = _batch.get() or []
+    finally:
+        _batch.reset(token)
+    if messages:
+        write(messages, using=using)
+
+
+def _require_transaction(using: str) -> None:
+    if not transaction.get_connection(using).in_atomic_block:
+        raise EnqueueError(
+            "outbox.enqueue() must run inside transaction.atomic(): the row is the enqueue, "
+            "and it must commit or roll back with the data it refers to"
+        )
+
+
+def write(messages: list[Message], *, using: str = "default") -> int:
+    """INSERT the rows (and NOTIFY the relay on PostgreSQL); returns how many were new."""
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        created = OutboxMessage.objects.using(using).bulk_create(
+            [
+                OutboxMessage(
+                    id=m.id,
+                    task_name=m.task_name,
+                    queue=m.queue,
+                    args=m.args,
+                    kwargs=m.kwargs,
+                    headers=m.headers,
+                    priority=m.priority,
+                    not_before=m.not_before or timezone.now(),
+                    dedupe_key=m.dedupe_key,
+                )
+                for m in messages
+            ],
+            ignore_conflicts=True,
+        )
+        return len(created)
+    row = "(%s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, COALESCE(%s::timestamptz, now()), %s)"
+    params: list[Any] = []
+    for m in messages:
+        params += [
+            m.id,
+            m.task_name,
+            m.queue,
+            json.dumps(m.args),
+            json.dumps(m.kwargs),
+            json.dumps(m.headers),
+            m.priority,
+            m.not_before,
+            m.dedupe_key,
+        ]
+    sql = (
+        "WITH ins AS ("  # noqa: S608 - only placeholders are interpolated; values go as parameters
+        " INSERT INTO jobs_outboxmessage"
+        " (id, task_name, queue, args, kwargs, headers, priority, not_before, dedupe_key)"
+        f" VALUES {', '.join([row] * len(messages))}"
+        " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id)"
+        " SELECT count(*), pg_notify(%s, '') FROM ins"
+    )
+    params.append(NOTIFY_CHANNEL)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = cursor.fetchone()
+    return int(inserted[0]) if inserted else 0
+
+
+def delay_until(seconds: float) -> datetime:
+    return timezone.now() + timedelta(seconds=seconds)
+
+
+@dataclass(frozen=True)
+class Backlog:
+    unsent: int  # rows not yet published (due or not)
+    due: int  # of those, due now
+    oldest_due_age_seconds: float  # age of the oldest due, unsent row (0 when none)
+
+
+def backlog() -> Backlog:
+    """Outbox backlog figures for metrics and alerts (jobs/metrics.py)."""
+    now = timezone.now()
+    unsent = OutboxMessage.objects.filter(sent_at__isnull=True)
+    due = unsent.filter(not_before__lte=now)
+    oldest = due.aggregate(oldest=Min("not_before"))["oldest"]
+    return Backlog(
+        unsent=unsent.count(),
+        due=due.count(),
+        oldest_due_age_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
+    )

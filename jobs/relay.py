@@ -1,0 +1,249 @@
+"""The outbox relay: publishes committed outbox rows to the broker.
+
+Loop:
+  1. claim due rows: UPDATE ... SET claimed_until = now() + lease
+     WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n), committed at once,
+     so no row lock is held across the broker call and several relays share the work;
+  2. publish the batch through one producer inside kombu's Producer.batch()
+     (one Redis round trip per batch), task id = row id, enqueued_at stamped in headers;
+  3. mark the rows sent.
+  Sleep until a NOTIFY arrives, the next delayed row is due, or the poll interval ends.
+
+A crash between 2 and 3 leaves rows claimed but unsent; after the lease they are
+published again. The duplicate has the same task id, and the worker's TaskRun check
+makes it a no-op. When the broker is down, rows stay in the table (the API keeps
+accepting requests) and the relay backs off.
+"""
+
+import contextlib
+import logging
+import select
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from kombu.exceptions import KombuError, OperationalError
+
+from config.celery_app import app as celery_app
+from jobs.models import OutboxMessage
+from jobs.outbox import NOTIFY_CHANNEL
+
+logger = logging.getLogger(__name__)
+
+BROKER_ERRORS: tuple[type[BaseException], ...] = (
+    OperationalError,
+    KombuError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+try:  # the redis client's errors don't all derive from OSError
+    import redis.exceptions
+
+    BROKER_ERRORS += (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+except ImportError:  # pragma: no cover - redis is a dependency
+    pass
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: Any
+    task_name: str
+    queue: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    headers: dict[str, Any]
+    priority: int | None
+
+
+_CLAIM_SQL = """
+UPDATE jobs_outboxmessage SET claimed_until = now() + make_interval(secs => %(lease)s)
+WHERE id IN (
+    SELECT id FROM jobs_outboxmessage
+    WHERE sent_at IS NULL AND not_before <= now()
+      AND (claimed_until IS NULL OR claimed_until < now())
+    ORDER BY not_before
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, task_name, queue, args, kwargs, headers, priority, not_before
+"""
+
+
+class Relay:
+    def __init__(
+        self,
+        *,
+        batch_size: int | None = None,
+        poll_interval: float | None = None,
+        lease_seconds: float | None = None,
+        max_backoff: float = 30.0,
+        on_cycle: Callable[["Relay"], None] | None = None,
+    ) -> None:
+        self.batch_size = batch_size or settings.OUTBOX_RELAY_BATCH_SIZE
+        self.poll_interval = poll_interval or settings.OUTBOX_RELAY_POLL_SECONDS
+        self.lease_seconds = lease_seconds or settings.OUTBOX_RELAY_LEASE_SECONDS
+        self.max_backoff = max_backoff
+        self.on_cycle = on_cycle  # housekeeping hook (the stuck-task reaper), run between batches
+        self.stop_event = threading.Event()
+        self.published_total = 0
+        self._failures = 0
+        self._listen: psycopg.Connection[Any] | None = None
+
+    # --- claim / publish / mark ---------------------------------------------------
+    def claim(self) -> list[Claimed]:
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(_CLAIM_SQL, {"lease": self.lease_seconds, "limit": self.batch_size})
+                rows = sorted(cursor.fetchall(), key=lambda r: r[7])
+            return [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+        # Other databases (SQLite in `make run` without PostgreSQL): one relay, polling.
+        now = timezone.now()
+        with transaction.atomic():
+            due = list(
+                OutboxMessage.objects.filter(sent_at__isnull=True, not_before__lte=now)
+                .exclude(claimed_until__gte=now)
+                .order_by("not_before")[: self.batch_size]
+            )
+            OutboxMessage.objects.filter(pk__in=[m.pk for m in due]).update(
+                claimed_until=now + timedelta(seconds=self.lease_seconds)
+            )
+        return [Claimed(m.id, m.task_name, m.queue, m.args, m.kwargs, m.headers, m.priority) for m in due]
+
+    def publish(self, rows: list[Claimed]) -> None:
+        enqueued_at = time.time()
+        with celery_app.producer_or_acquire() as producer, producer.batch(max_size=max(len(rows), 1)):
+            for row in rows:
+                celery_app.send_task(
+                    row.task_name,
+                    args=row.args,
+                    kwargs=row.kwargs,
+                    task_id=str(row.id),
+                    queue=row.queue,
+                    priority=row.priority,
+                    headers={**row.headers, "enqueued_at": enqueued_at},
+                    producer=producer,
+                    retry=False,  # the relay owns retrying: rows stay in the table
+                )
+
+    def mark_sent(self, rows: list[Claimed]) -> None:
+        OutboxMessage.objects.filter(pk__in=[r.id for r in rows]).update(
+            sent_at=timezone.now(), claimed_until=None
+        )
+
+    def mark_failed(self, rows: list[Claimed], error: BaseException, retry_in: float) -> None:
+
+        OutboxMessage.objects.filter(pk__in=[r.id for r in rows]).update(
+            claimed_until=timezone.now() + timedelta(seconds=retry_in),
+            publish_attempts=F("publish_attempts") + 1,
+            last_error=f"{type(error).__name__}: {error}"[:500],
+        )
+
+    def relay_once(self) -> int:
+        """Claim, publish and mark one batch. Returns how many rows were published."""
+        rows = self.claim()
+        if not rows:
+            return 0
+        try:
+            self.publish(rows)
+        except BROKER_ERRORS as exc:
+            self._failures += 1
+            delay = self.backoff()
+            logger.warning(
+                "relay: broker publish failed (%s); %d rows kept, retry in %.1fs",
+                type(exc).__name__,
+                len(rows),
+                delay,
+            )
+            self.mark_failed(rows, exc, delay)
+            self.stop_event.wait(delay)
+            return 0
+        self.mark_sent(rows)
+        self._failures = 0
+        self.published_total += len(rows)
+        return len(rows)
+
+    def backoff(self) -> float:
+        return float(min(self.max_backoff, 0.5 * 2 ** min(self._failures - 1, 10)))
+
+    # --- waiting ------------------------------------------------------------------
+    def _listen_connection(self) -> psycopg.Connection[Any] | None:
+        if connection.vendor != "postgresql":
+            return None
+        if self._listen is None or self._listen.closed:
+            params = connection.get_connection_params()
+            params.pop("cursor_factory", None)
+            params.pop("context", None)
+            self._listen = psycopg.connect(**params, autocommit=True)
+            self._listen.execute(f"LISTEN {NOTIFY_CHANNEL}")
+        return self._listen
+
+    def seconds_until_next_due(self) -> float:
+        nxt = (
+            OutboxMessage.objects.filter(sent_at__isnull=True)
+            .order_by("not_before")
+            .values_list("not_before", flat=True)
+            .first()
+        )
+        if nxt is None:
+            return self.poll_interval
+        return max(0.0, min(self.poll_interval, (nxt - timezone.now()).total_seconds()))
+
+    def wait(self, timeout: float) -> None:
+        """Block until a NOTIFY arrives or `timeout` passes."""
+        if timeout <= 0:
+            return
+        listen = self._listen_connection()
+        if listen is None:
+            self.stop_event.wait(timeout)
+            return
+        # select() on the socket, then drain: wakes within a millisecond of the commit.
+        ready, _, _ = select.select([listen.fileno()], [], [], timeout)
+        if ready:
+            for _ in listen.notifies(timeout=0):
+                pass
+
+    # --- main loop ----------------------------------------------------------------
+    def run_forever(self) -> None:
+        logger.info(
+            "relay started: batch %d, poll %.1fs, lease %.0fs",
+            self.batch_size,
+            self.poll_interval,
+            self.lease_seconds,
+        )
+        while not self.stop_event.is_set():
+            try:
+                self._listen_connection()  # LISTEN before claiming: no NOTIFY is missed in between
+                while not self.stop_event.is_set() and self.relay_once() == self.batch_size:
+                    pass
+                if self.on_cycle:
+                    self.on_cycle(self)
+                self.wait(self.seconds_until_next_due())
+            except (DatabaseError, psycopg.Error) as exc:
+                self._failures += 1
+                delay = self.backoff()
+                logger.warning("relay: database error (%s); retry in %.1fs", type(exc).__name__, delay)
+                self._reset_connections()
+                self.stop_event.wait(delay)
+        self._reset_connections()
+        logger.info("relay stopped after publishing %d rows", self.published_total)
+
+    def _reset_connections(self) -> None:
+        if self._listen is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._listen.close()
+            self._listen = None
+        close_old_connections()
+        with contextlib.suppress(DatabaseError):
+            connection.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()

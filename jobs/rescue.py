@@ -1,0 +1,93 @@
+"""The stuck-task reaper (Oban's Lifeline, River's rescuer): finds work whose worker died.
+
+Two sources, both re-published through the outbox with the same task id:
+  * TaskRun rows still `running` whose heartbeat stopped (worker SIGKILLed, OOM, host gone);
+  * task ids a dead worker had received but never started (prefetched), from its
+    `taskyard:received:<worker>` set once its `taskyard:alive:<worker>` key expired.
+The duplicate that the broker may still redeliver later (after its visibility timeout)
+is refused by TaskRun. The relay runs this every few seconds; a lock keeps it single.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from jobs import execution
+from jobs.models import OutboxMessage, TaskRun
+from jobs.outbox import NOTIFY_CHANNEL
+from jobs.worker import ALIVE_KEY, RECEIVED_KEY
+
+logger = logging.getLogger(__name__)
+
+LOCK_KEY = "taskyard:reaper-lock"
+
+
+@dataclass
+class RescueReport:
+    lost: list[str] = field(default_factory=list)  # running, heartbeat stopped
+    orphaned: list[str] = field(default_factory=list)  # received by a dead worker, never started
+    republished: int = 0
+    unrecoverable: list[str] = field(default_factory=list)  # no outbox row (sent outside the outbox)
+
+
+def republish(task_ids: list[str]) -> tuple[int, list[str]]:
+    """Put sent outbox rows back in line for the relay. Returns (count, ids without a row)."""
+    if not task_ids:
+        return 0, []
+    with transaction.atomic():
+        count = OutboxMessage.objects.filter(pk__in=task_ids, sent_at__isnull=False).update(
+            sent_at=None, claimed_until=None, not_before=timezone.now()
+        )
+        known = {str(i) for i in OutboxMessage.objects.filter(pk__in=task_ids).values_list("id", flat=True)}
+        if count and connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
+    return count, [i for i in task_ids if i not in known]
+
+
+def _orphans_of_dead_workers(client: redis.Redis) -> list[str]:
+    fresh = timezone.now() - timedelta(seconds=settings.TASKYARD_HEARTBEAT_STALE_SECONDS)
+    orphans: list[str] = []
+    for raw_key in client.scan_iter(match=RECEIVED_KEY.format(worker="*"), count=500):
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        worker = key.split(":", 2)[2]
+        if client.exists(ALIVE_KEY.format(worker=worker)):
+            continue
+        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in client.zrange(key, 0, -1)]
+        settled = {
+            str(i)
+            for i in TaskRun.objects.filter(task_id__in=ids)
+            .filter(Q(state__in=TaskRun.TERMINAL) | Q(state=TaskRun.State.RUNNING, heartbeat_at__gte=fresh))
+            .values_list("task_id", flat=True)
+        }
+        orphans += [i for i in ids if i not in settled]
+        client.delete(key)
+        logger.warning(
+            "reaper: worker %s is gone; %d of its received tasks never finished", worker, len(orphans)
+        )
+    return orphans
+
+
+def reap(client: redis.Redis | None = None) -> RescueReport:
+    client = client or redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
+    report = RescueReport()
+    if not client.set(LOCK_KEY, "1", nx=True, ex=max(1, int(settings.TASKYARD_REAPER_INTERVAL_SECONDS))):
+        return report  # another relay reaped a moment ago
+    report.lost = execution.mark_lost_if_stale(settings.TASKYARD_HEARTBEAT_STALE_SECONDS)
+    report.orphaned = _orphans_of_dead_workers(client)
+    report.republished, report.unrecoverable = republish(report.lost + report.orphaned)
+    if report.lost or report.orphaned:
+        logger.warning(
+            "reaper: %d lost, %d orphaned, %d re-published, %d without an outbox row",
+            len(report.lost),
+            len(report.orphaned),
+            report.republished,
+            len(report.unrecoverable),
+        )
+    return report

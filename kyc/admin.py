@@ -1,0 +1,1 @@
+"""kyc: admin (filled in by its issue)."""

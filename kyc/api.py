@@ -1,0 +1,1 @@
+"""kyc: api (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""kyc: errors (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""kyc: models (filled in by its issue)."""

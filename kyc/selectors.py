@@ -1,0 +1,1 @@
+"""kyc: selectors (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""kyc: services (filled in by its issue)."""

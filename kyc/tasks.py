@@ -1,0 +1,1 @@
+"""kyc: tasks (filled in by its issue)."""

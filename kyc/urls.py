@@ -1,0 +1,1 @@
+"""kyc: urls (filled in by its issue)."""

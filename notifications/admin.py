@@ -1,0 +1,1 @@
+"""notifications: admin (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""notifications: api (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""notifications: errors (filled in by its issue)."""

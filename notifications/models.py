@@ -1,0 +1,1 @@
+"""notifications: models (filled in by its issue)."""

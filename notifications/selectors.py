@@ -1,0 +1,1 @@
+"""notifications: selectors (filled in by its issue)."""

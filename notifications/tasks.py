@@ -1,0 +1,1 @@
+"""notifications: tasks (filled in by its issue)."""

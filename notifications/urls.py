@@ -1,0 +1,1 @@
+"""notifications: urls (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""orders: api (filled in by its issue)."""

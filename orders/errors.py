@@ -1,0 +1,1 @@
+"""orders: errors (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""orders: models (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""orders: selectors (filled in by its issue)."""

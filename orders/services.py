@@ -1,0 +1,1 @@
+"""orders: services (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""orders: tasks (filled in by its issue)."""

@@ -1,0 +1,1 @@
+"""orders: urls (filled in by its issue)."""

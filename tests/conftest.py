@@ -1,0 +1,164 @@
+"""Shared fixtures. Everything runs against the real PostgreSQL and Redis of this machine,
+isolated per run (config/testing.py); flow tests start real worker and relay processes."""
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from config.testing import release_run_resources
+from jobs.models import OutboxMessage, TaskRun
+from tests.harness import Proc, Processes, free_port, redis_client, wait_until
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not hasattr(session.config, "workerinput"):  # xdist workers share the controller's claim
+        release_run_resources(settings.REDIS_URL)
+
+
+# --- users and clients --------------------------------------------------------------
+@pytest.fixture
+def make_user(db: None) -> Any:
+    counter = iter(range(1, 10_000))
+
+    def make(username: str | None = None, **extra: Any) -> User:
+        name = username or f"user{next(counter)}"
+        return get_user_model().objects.create_user(
+            username=name, email=f"{name}@example.test", password="pw-for-tests-only", **extra
+        )
+
+    return make
+
+
+@pytest.fixture
+def user(make_user: Any) -> User:
+    return make_user("alice", first_name="Alice")
+
+
+@pytest.fixture
+def other_user(make_user: Any) -> User:
+    return make_user("mallory")
+
+
+def client_for(user: User | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        token, _ = Token.objects.get_or_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+@pytest.fixture
+def api(user: User) -> APIClient:
+    """An API client authenticated as `user` with a real token."""
+    return client_for(user)
+
+
+@pytest.fixture
+def anon() -> APIClient:
+    return APIClient()
+
+
+# --- the SMTP sink --------------------------------------------------------------------
+@dataclass
+class Sink:
+    proc: Proc
+    smtp_port: int
+    http_port: int
+    directory: Path
+
+    def messages(self) -> list[Any]:
+        import email
+        import email.policy
+
+        return [
+            email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+            for p in sorted(self.directory.glob("*.eml"))
+        ]
+
+    def set_mode(self, mode: str) -> None:
+        import requests
+
+        requests.post(
+            f"http://127.0.0.1:{self.http_port}/control", data=json.dumps({"mode": mode}), timeout=5
+        ).raise_for_status()
+
+    def clear(self) -> None:
+        for path in self.directory.glob("*"):
+            path.unlink()
+
+
+def start_sink(procs: Processes, directory: Path) -> Sink:
+    smtp_port, http_port = free_port(), free_port()
+    proc = procs.spawn(
+        "smtp-sink",
+        [
+            sys.executable, "-m", "fakes.smtp_sink", "--smtp-port", str(smtp_port),
+            "--http-port", str(http_port), "--dir", str(directory),
+        ],
+    )  # fmt: skip
+    proc.wait_for_log("smtp sink:")
+    return Sink(proc, smtp_port, http_port, directory)
+
+
+# --- the running stack: SMTP sink, relay, worker --------------------------------------
+@dataclass
+class Stack:
+    procs: Processes
+    sink: Sink
+    worker: Proc
+    relay: Proc
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Everything published and nothing running: the end state tests assert on."""
+        client = redis_client()
+
+        def idle() -> bool:
+            queued = sum(client.llen(q) for q in ("emails", "kyc", "documents", "default"))
+            return (
+                queued == 0
+                and not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
+                and not TaskRun.objects.filter(state=TaskRun.State.RUNNING).exists()
+            )
+
+        wait_until(idle, timeout=timeout, interval=0.1, message="the stack to go idle")
+
+
+@pytest.fixture(scope="session")
+def stack(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """One SMTP sink, relay and worker (all queues, 2 children) for the whole session."""
+    with django_db_blocker.unblock():
+        base = tmp_path_factory.mktemp("stack")
+        procs = Processes(base / "logs")
+        sink = start_sink(procs, base / "sink")
+        procs.base_env.update(EMAIL_PORT=str(sink.smtp_port))
+        try:
+            worker = procs.worker("stack")
+            relay = procs.relay()
+        except BaseException:
+            procs.stop_all()
+            raise
+        yield Stack(procs, sink, worker, relay)
+        procs.stop_all()
+
+
+@pytest.fixture
+def live(stack: Stack, transactional_db: None) -> Iterator[Stack]:
+    """The stack, with a committed database the worker can see; idle again after the test."""
+    stack.sink.clear()
+    yield stack
+    try:
+        stack.wait_idle()
+    finally:
+        stack.sink.set_mode("ok")

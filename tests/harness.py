@@ -1,0 +1,196 @@
+"""Real processes for tests: workers, relay, beat, gunicorn and the fakes, as subprocesses.
+
+Each process gets the test run's database (the test database pytest-django created)
+and Redis DB through its environment, logs to a file the failure message points at,
+and runs in its own process group so a test can SIGKILL the whole group as an
+orchestrator would.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL_QUEUES = "emails,kyc,documents,default"
+
+
+def wait_until(
+    predicate: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.05, message: str = ""
+) -> Any:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for: {message or predicate}")
+        time.sleep(interval)  # polling interval of a bounded wait, not synchronisation by sleeping
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def database_url() -> str:
+    """The URL of the database the tests use (pytest-django's test database)."""
+    db = connection.settings_dict
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE="config.settings.test",
+        DATABASE_URL=database_url(),
+        PYTHONUNBUFFERED="1",
+        CELERY_SKIP_CHECKS="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    _log: Any = field(default=None, repr=False)
+
+    def start(self) -> "Proc":
+        self._log = self.log_path.open("ab")
+        self.popen = subprocess.Popen(
+            self.argv,
+            cwd=ROOT,
+            env=self.env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal_group(self, sig: int) -> None:
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (main process and pool children)."""
+        self.signal_group(signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait(timeout=10)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (a warm shutdown for Celery), then SIGKILL if it doesn't exit in time."""
+        if self.popen is None:
+            return
+        if self.alive():
+            self.signal_group(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        # Orphaned pool children, if any, go with the group.
+        self.signal_group(signal.SIGKILL)
+        if self._log:
+            self._log.close()
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        wait_until(
+            lambda: text in self.log() or not self.alive(),
+            timeout=timeout,
+            message=f"{self.name} to log {text!r}",
+        )
+        if not self.alive():
+            raise AssertionError(f"{self.name} exited early:\n{self.log()[-3000:]}")
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+class Processes:
+    """Starts and tracks processes for one fixture; stops them all at teardown."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.log_dir = log_dir
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.base_env = env or child_env()
+        self.procs: list[Proc] = []
+        self._counter = 0
+
+    def spawn(self, name: str, argv: list[str], **env: str) -> Proc:
+        self._counter += 1
+        proc = Proc(
+            name=name,
+            argv=argv,
+            env={**self.base_env, **env},
+            log_path=self.log_dir / f"{self._counter:02d}-{name}.log",
+        ).start()
+        self.procs.append(proc)
+        return proc
+
+    def worker(
+        self,
+        name: str = "w",
+        queues: str = ALL_QUEUES,
+        concurrency: int = 2,
+        extra: list[str] | None = None,
+        **env: str,
+    ) -> Proc:
+        run = os.environ.get("TASKYARD_TEST_RUN_ID", "local")
+        nodename = f"{name}-{run}-{self._counter + 1}@{socket.gethostname()}"
+        argv = [
+            sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queues, "-c", str(concurrency),
+            "-P", "prefork", "-n", nodename, "--without-gossip", "--without-mingle", "-l", "INFO",
+            *(extra or []),
+        ]  # fmt: skip
+        proc = self.spawn(f"worker-{name}", argv, **env)
+        client = redis_client()
+        wait_until(
+            lambda: client.exists(f"taskyard:alive:{nodename}:{proc.pid}") or not proc.alive(),
+            timeout=40,
+            message=f"worker {nodename} to be ready",
+        )
+        if not proc.alive():
+            raise AssertionError(f"worker exited early:\n{proc.log()[-3000:]}")
+        proc.nodename = nodename  # type: ignore[attr-defined]
+        return proc
+
+    def relay(self, name: str = "relay", extra: list[str] | None = None, **env: str) -> Proc:
+        proc = self.spawn(name, [sys.executable, "manage.py", "relay_outbox", *(extra or [])], **env)
+        proc.wait_for_log("relay started")
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
