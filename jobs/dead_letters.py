@@ -5,7 +5,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, Max, Min, QuerySet
 from django.utils import timezone
@@ -92,16 +92,16 @@ def dead_letter_record(
     return dead_letter
 
 
-def _act(dead_letter: DeadLetter, status: str, actor: AbstractBaseUser | None, note: str) -> None:
+def _act(dead_letter: DeadLetter, status: str, actor: User | None, note: str) -> None:
     dead_letter.status = status
-    dead_letter.acted_by = actor  # type: ignore[assignment]
+    dead_letter.acted_by = actor
     dead_letter.acted_at = timezone.now()
     if note:
         dead_letter.note = note
     dead_letter.save(update_fields=["status", "acted_by", "acted_at", "note", "replay_task_id"])
 
 
-def dead_letter_replay(*, dead_letter_id: int, actor: AbstractBaseUser | None, note: str = "") -> str | None:
+def dead_letter_replay(*, dead_letter_id: int, actor: User | None, note: str = "") -> str | None:
     """Run the task again through the outbox, with a new task id and a fresh attempt budget.
 
     Only an open dead letter can be replayed: the row lock and the status check make a
@@ -128,7 +128,7 @@ def dead_letter_replay(*, dead_letter_id: int, actor: AbstractBaseUser | None, n
     return str(task_id)
 
 
-def dead_letter_close(*, dead_letter_id: int, actor: AbstractBaseUser | None, status: str, note: str) -> bool:
+def dead_letter_close(*, dead_letter_id: int, actor: User | None, status: str, note: str) -> bool:
     """Resolve (fixed by hand) or discard (not worth doing) an open dead letter."""
     if status not in (DeadLetter.Status.RESOLVED, DeadLetter.Status.DISCARDED):
         raise ValueError(f"cannot close a dead letter as {status!r}")

@@ -69,7 +69,7 @@ class RetryPolicy:
             return Outcome.RETRY
         if isinstance(exc, PermanentError):
             return Outcome.PERMANENT
-        if isinstance(exc, RetryableError | TRANSIENT_ERRORS):
+        if isinstance(exc, (RetryableError, *TRANSIENT_ERRORS)):
             return Outcome.RETRY
         return Outcome.PERMANENT
 

@@ -4,11 +4,9 @@ import re
 
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"), "<email>"),
+    (re.compile(r"(?i)\b(authorization)([\"']?\s*[:=]\s*)[^\n\r\"']+"), r"\1\2<redacted>"),
+    (re.compile(r"(?i)\b(password|secret|api[_-]?key)([\"']?\s*[:=]\s*)[^\s,;\"']+"), r"\1\2<redacted>"),
     (re.compile(r"(?i)\b(token|bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 <redacted>"),
-    (
-        re.compile(r"(?i)\b(password|secret|api[_-]?key|authorization)([\"']?\s*[:=]\s*)[^\s,;\"']+"),
-        r"\1\2<redacted>",
-    ),
 ]
 
 

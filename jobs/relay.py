@@ -16,6 +16,7 @@ accepting requests) and the relay backs off.
 """
 
 import contextlib
+import json
 import logging
 import select
 import threading
@@ -64,6 +65,10 @@ class Claimed:
     priority: int | None
 
 
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
 _CLAIM_SQL = """
 UPDATE jobs_outboxmessage SET claimed_until = now() + make_interval(secs => %(lease)s)
 WHERE id IN (
@@ -104,7 +109,8 @@ class Relay:
             with connection.cursor() as cursor:
                 cursor.execute(_CLAIM_SQL, {"lease": self.lease_seconds, "limit": self.batch_size})
                 rows = sorted(cursor.fetchall(), key=lambda r: r[7])
-            return [Claimed(r[0], r[1], r[2], r[3], r[4], r[5], r[6]) for r in rows]
+            # Django has psycopg hand jsonb back as text (its JSONField parses it); so do we.
+            return [Claimed(r[0], r[1], r[2], _json(r[3]), _json(r[4]), _json(r[5]), r[6]) for r in rows]
         # Other databases (SQLite in `make run` without PostgreSQL): one relay, polling.
         now = timezone.now()
         with transaction.atomic():

@@ -2,8 +2,10 @@
 isolated per run (config/testing.py); flow tests start real worker and relay processes."""
 
 import json
+import signal
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,54 +113,95 @@ def start_sink(procs: Processes, directory: Path) -> Sink:
 
 
 # --- the running stack: SMTP sink, relay, worker --------------------------------------
-@dataclass
 class Stack:
-    procs: Processes
-    sink: Sink
-    worker: Proc
-    relay: Proc
+    """The session's SMTP sink, relay and worker (all queues, 2 children).
+
+    Started on first use and kept for the session; a test that needs the machine to
+    itself (kill -9 scenarios) stops it with `isolated` and it restarts on next use.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.procs: Processes | None = None
+        self.sink: Sink
+        self.worker: Proc
+        self.relay: Proc
+
+    def start(self) -> "Stack":
+        if self.procs is not None:
+            return self
+        self.procs = Processes(self.base / "logs")
+        try:
+            self.sink = start_sink(self.procs, self.base / "sink")
+            self.procs.base_env.update(EMAIL_PORT=str(self.sink.smtp_port))
+            self.worker = self.procs.worker("stack")
+            self.relay = self.procs.relay()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.procs is not None:
+            self.procs.stop_all()
+            self.procs = None
+
+    @contextmanager
+    def relay_paused(self) -> Iterator[None]:
+        """SIGSTOP the session relay, so a test's own relays are the only publishers."""
+        self.relay.signal_group(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self.relay.signal_group(signal.SIGCONT)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
-        """Everything published and nothing running: the end state tests assert on."""
-        client = redis_client()
+        wait_idle(timeout)
 
-        def idle() -> bool:
-            queued = sum(client.llen(q) for q in ("emails", "kyc", "documents", "default"))
-            return (
-                queued == 0
-                and not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
-                and not TaskRun.objects.filter(state=TaskRun.State.RUNNING).exists()
-            )
 
-        wait_until(idle, timeout=timeout, interval=0.1, message="the stack to go idle")
+def wait_idle(timeout: float = 30.0) -> None:
+    """Everything published and nothing queued or running: the end state tests assert on."""
+    client = redis_client()
+
+    def idle() -> bool:
+        queued = sum(client.llen(q) for q in ("emails", "kyc", "documents", "default"))
+        return (
+            queued == 0
+            and not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
+            and not TaskRun.objects.filter(state=TaskRun.State.RUNNING).exists()
+        )
+
+    wait_until(idle, timeout=timeout, interval=0.1, message="the stack to go idle")
 
 
 @pytest.fixture(scope="session")
 def stack(
     django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    """One SMTP sink, relay and worker (all queues, 2 children) for the whole session."""
     with django_db_blocker.unblock():
-        base = tmp_path_factory.mktemp("stack")
-        procs = Processes(base / "logs")
-        sink = start_sink(procs, base / "sink")
-        procs.base_env.update(EMAIL_PORT=str(sink.smtp_port))
-        try:
-            worker = procs.worker("stack")
-            relay = procs.relay()
-        except BaseException:
-            procs.stop_all()
-            raise
-        yield Stack(procs, sink, worker, relay)
-        procs.stop_all()
+        shared = Stack(tmp_path_factory.mktemp("stack"))
+        yield shared
+        shared.stop()
 
 
 @pytest.fixture
 def live(stack: Stack, transactional_db: None) -> Iterator[Stack]:
-    """The stack, with a committed database the worker can see; idle again after the test."""
+    """The running stack, with a committed database the worker can see; idle again after the test."""
+    stack.start()
     stack.sink.clear()
     yield stack
     try:
         stack.wait_idle()
     finally:
         stack.sink.set_mode("ok")
+
+
+@pytest.fixture
+def isolated(stack: Stack, transactional_db: None, tmp_path: Path) -> Iterator[Processes]:
+    """No shared processes: the test starts (and may kill) its own; all stopped afterwards."""
+    stack.stop()
+    procs = Processes(tmp_path / "logs")
+    try:
+        yield procs
+    finally:
+        procs.stop_all()

@@ -6,11 +6,15 @@ Every value that differs between deployments comes from the environment
 
 from pathlib import Path
 
+import django_stubs_ext
 from kombu import Exchange
 from kombu import Queue as KombuQueue
 
 from config.env import BASE_DIR, env
 from jobs.queues import Queue
+
+# Generic classes (ModelAdmin[Model], QuerySet[Model]) subscriptable at runtime, for type hints.
+django_stubs_ext.monkeypatch()
 
 # --- Core -------------------------------------------------------------------
 SECRET_KEY = env("SECRET_KEY", default="insecure-local-only-key-change-me")

@@ -1,15 +1,16 @@
 """Test settings: real PostgreSQL and Redis, isolated per run (config/testing.py)."""
 
+import os
 import tempfile
 from pathlib import Path
 
 from config.settings.base import *  # noqa: F403
-from config.settings.base import CELERY_BROKER_URL, DATABASES, REDIS_URL, env
+from config.settings.base import DATABASES, INSTALLED_APPS, REDIS_URL, env
 from config.testing import claim_run_resources
 
 TEST_RUN_ID, REDIS_URL = claim_run_resources(REDIS_URL)
-# The broker shares this run's Redis DB unless a test run points it elsewhere (RabbitMQ).
-if CELERY_BROKER_URL.startswith("redis"):
+# The broker shares this run's Redis DB unless a test points a process elsewhere.
+if "CELERY_BROKER_URL" not in os.environ:
     CELERY_BROKER_URL = REDIS_URL
 CACHES = {
     "default": {
@@ -34,3 +35,7 @@ STORAGES = {
     },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# Test-only tasks that record their runs (tests/probe); never installed elsewhere.
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.probe"]
+ROOT_URLCONF = "tests.probe.urls"  # the project's URLs plus test-only views

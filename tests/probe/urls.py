@@ -1,0 +1,43 @@
+"""The project's URLs plus test-only views (config.settings.test only)."""
+
+import time
+from typing import Any
+
+from django.db import transaction
+from django.urls import include, path, reverse
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.urls import handler404, handler500, urlpatterns
+from config.users import request_user
+from jobs import outbox
+from jobs.idempotency import idempotent
+from jobs.services import job_create
+
+
+class ProbeCreateApi(APIView):
+    """Creates a Job and enqueues a probe task: a stand-in for any creating POST."""
+
+    class InputSerializer(serializers.Serializer[Any]):
+        kind = serializers.CharField(max_length=50)
+
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        with transaction.atomic():
+            job = job_create(owner=request_user(request), kind=data.validated_data["kind"])
+            # Lets a test hold the transaction open to race a second request against it.
+            time.sleep(float(request.headers.get("X-Probe-Delay", "0")))
+            outbox.enqueue("probe.record", kwargs={"key": f"job-{job.id}"}, job_id=job.id)
+        location = reverse("jobs:detail", kwargs={"job_id": job.id})
+        return Response({"id": str(job.id)}, status=status.HTTP_201_CREATED, headers={"Location": location})
+
+
+probe_patterns = [path("create", ProbeCreateApi.as_view(), name="probe-create")]
+
+urlpatterns = [*urlpatterns, path("api/probe/", include(probe_patterns))]
+
+__all__ = ["handler404", "handler500", "urlpatterns"]
