@@ -7,11 +7,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from config import health, problems
 from config.auth_api import MeApi, TokenObtainApi
+from orders.api import OrderCollectionApi
 
 api: list[URLPattern | URLResolver] = [
     path("me", MeApi.as_view(), name="me"),
     path("auth/token", TokenObtainApi.as_view(), name="auth-token"),
     path("jobs/", include("jobs.urls")),
+    path("orders", OrderCollectionApi.as_view()),  # POST /api/orders, no redirect for the slash
+    path("orders/", include("orders.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
 ]

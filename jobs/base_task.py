@@ -139,9 +139,13 @@ class BaseTask(Task):
             dead_letter_record(
                 meta=meta, exc=exc, reason=reason, args=args, kwargs=kwargs, alert=self.policy.alert
             )
+            self.on_dead_letter(args, kwargs, exc)
         except DatabaseError as db_exc:
             self._requeue(db_exc)
         raise exc
+
+    def on_dead_letter(self, args: list[Any], kwargs: dict[str, Any], exc: BaseException) -> None:
+        """Hook: the task failed for good (its DeadLetter is written). Mark domain records failed."""
 
     def _retry_delay(self, exc: BaseException, attempt: int) -> float:
         if isinstance(exc, RetryableError) and exc.retry_after is not None:

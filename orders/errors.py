@@ -1,1 +1,19 @@
-"""orders: errors (filled in by its issue)."""
+"""Domain errors of orders, as problem details."""
+
+from config.problems import ApplicationError
+
+
+class OrderError(ApplicationError):
+    code = "order-error"
+
+
+class OrderStateConflict(OrderError):
+    status_code = 409
+    code = "order-state-conflict"
+    title = "The order is not in a state that allows this"
+
+
+class InvoiceNotReady(OrderError):
+    status_code = 404
+    code = "invoice-not-ready"
+    title = "The invoice has not been generated yet"

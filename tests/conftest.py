@@ -14,6 +14,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import User
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -167,7 +168,9 @@ def wait_idle(timeout: float = 30.0) -> None:
         queued = sum(client.llen(q) for q in ("emails", "kyc", "documents", "default"))
         return (
             queued == 0
-            and not OutboxMessage.objects.filter(sent_at__isnull=True).exists()
+            and not OutboxMessage.objects.filter(
+                sent_at__isnull=True, not_before__lte=timezone.now()
+            ).exists()
             and not TaskRun.objects.filter(state=TaskRun.State.RUNNING).exists()
         )
 

@@ -259,6 +259,12 @@ TASKYARD_HEARTBEAT_STALE_SECONDS = env.float("TASKYARD_HEARTBEAT_STALE_SECONDS",
 TASKYARD_REAPER_INTERVAL_SECONDS = env.float("TASKYARD_REAPER_INTERVAL_SECONDS", default=5.0)
 # Idempotency-Key: how long a key's first response is replayed.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+# Orders: an unpaid order is cancelled this long after creation (a delayed outbox row).
+ORDERS_AUTO_CANCEL_MINUTES = env.float("ORDERS_AUTO_CANCEL_MINUTES", default=30)
+ORDERS_DEFAULT_DISPLAY_CURRENCY = env("ORDERS_DEFAULT_DISPLAY_CURRENCY", default="EUR")
+ORDERS_EXPORT_CHUNK_SIZE = env.int("ORDERS_EXPORT_CHUNK_SIZE", default=500)
+# What order_create enqueues. Only bench/ swaps this, to measure other designs side by side.
+ORDERS_ENQUEUE_WORK = env("ORDERS_ENQUEUE_WORK", default="orders.services.enqueue_order_work")
 # Dead-letter alerts: at most one email per fingerprint per window.
 DEAD_LETTER_ALERT_WINDOW_SECONDS = env.int("DEAD_LETTER_ALERT_WINDOW_SECONDS", default=3600)
 # Periodic schedules, defined in code (config/schedules.py) and synced by setup_periodic_tasks.

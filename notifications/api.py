@@ -1,1 +1,0 @@
-"""notifications: api (filled in by its issue)."""

@@ -1,1 +1,0 @@
-"""notifications: tasks (filled in by its issue)."""

@@ -1,1 +1,0 @@
-"""notifications: urls (filled in by its issue)."""

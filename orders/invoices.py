@@ -1,0 +1,117 @@
+"""Invoice PDFs (reportlab), stored privately, regenerated idempotently.
+
+The PDF is built with reportlab's `invariant` mode (no timestamps or random ids inside),
+so the same order data and the same exchange rate always give the same bytes: the
+content hash decides whether anything is written. The converted total uses the latest
+FX rate for (order currency -> the customer's display currency) when one exists, and
+says plainly when none does.
+"""
+
+import hashlib
+import io
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.units import mm
+from reportlab.pdfgen import canvas
+
+from orders.currencies import format_amount, quantum
+from orders.models import Invoice, Order
+from orders.services import display_currency_for
+
+
+@dataclass(frozen=True)
+class Conversion:
+    currency: str
+    total: Decimal | None  # None: no rate known
+    rate: Decimal | None
+    as_of: datetime | None
+
+
+def conversion_for(order: Order) -> Conversion:
+    currency = display_currency_for(order.owner)
+    if currency == order.currency:
+        return Conversion(currency, order.total, Decimal(1), None)
+    from fx.selectors import latest_rate  # TEMP until fx lands
+
+    rate = latest_rate(base=order.currency, quote=currency)
+    if rate is None:
+        return Conversion(currency, None, None, None)
+    return Conversion(currency, (order.total * rate.rate).quantize(quantum(currency)), rate.rate, rate.as_of)
+
+
+def render_pdf(order: Order, conversion: Conversion) -> bytes:
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=A4, invariant=1, pageCompression=0)
+    pdf.setTitle(f"Invoice {order.number}")
+    pdf.setAuthor("taskyard")
+    height = A4[1]
+    y = height - 25 * mm
+
+    def line(text: str, x: float = 20 * mm, size: int = 10, bold: bool = False) -> None:
+        nonlocal y
+        pdf.setFont("Helvetica-Bold" if bold else "Helvetica", size)
+        pdf.drawString(x, y, text)
+        y -= size * 0.5 * mm + 3 * mm
+
+    line(f"Invoice {order.number}", size=18, bold=True)
+    line(f"Order date: {order.created_at:%Y-%m-%d %H:%M} UTC")
+    line(f"Status: {order.status}")
+    y -= 4 * mm
+    line("SKU                      Qty        Unit price        Line total", bold=True)
+    money = order.currency
+    for item in order.lines.all():
+        price, amount = format_amount(item.unit_price, money), format_amount(item.line_total, money)
+        line(f"{item.sku:<24} {item.quantity:>5} {price:>17} {amount:>17}")
+    y -= 4 * mm
+    line(f"Total: {format_amount(order.total, money)} {money}", size=12, bold=True)
+    if conversion.currency != order.currency:
+        if conversion.total is None:
+            line(f"No exchange rate {order.currency}->{conversion.currency} is available yet;")
+            line(f"the amount is shown in {order.currency} only.")
+        else:
+            as_of = f"{conversion.as_of:%Y-%m-%d %H:%M} UTC" if conversion.as_of else "n/a"
+            line(f"= {conversion.total} {conversion.currency} at {conversion.rate} (rate as of {as_of})")
+    pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()
+
+
+def invoice_render(*, order_id: int) -> Invoice:
+    """Render and store the order's invoice; a no-op when nothing about it changed."""
+    order = Order.objects.select_related("owner", "invoice").prefetch_related("lines").get(pk=order_id)
+    conversion = conversion_for(order)
+    content = render_pdf(order, conversion)
+    digest = hashlib.sha256(content).hexdigest()
+    invoice = order.invoice
+    if invoice.content_hash == digest and invoice.file and default_storage.exists(invoice.file):
+        return invoice  # same order data, same rate: same bytes, already stored
+    name = default_storage.save(f"invoices/order-{order.pk}-{digest[:16]}.pdf", ContentFile(content))
+    previous = invoice.file
+    with transaction.atomic():
+        Invoice.objects.filter(pk=invoice.pk).update(
+            status=Invoice.Status.READY,
+            file=name,
+            content_hash=digest,
+            display_currency=conversion.currency,
+            converted_total=conversion.total,
+            fx_rate=conversion.rate,
+            fx_as_of=conversion.as_of,
+            generated_at=timezone.now(),
+        )
+    if previous and previous != name:
+        default_storage.delete(previous)
+    invoice.refresh_from_db()
+    return invoice
+
+
+def invoice_mark_failed(*, order_id: int) -> None:
+    Invoice.objects.filter(order_id=order_id).exclude(status=Invoice.Status.READY).update(
+        status=Invoice.Status.FAILED
+    )
