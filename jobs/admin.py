@@ -21,7 +21,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from jobs import dead_letters
-from jobs.models import DeadLetter, IdempotencyKey, Job, OutboxMessage, TaskRun
+from jobs.models import DeadLetter, IdempotencyKey, Job, OutboxMessage, ScheduleSlot, TaskRun
 
 ACT_PERMISSION = "jobs.act_on_deadletter"
 
@@ -299,3 +299,44 @@ class IdempotencyKeyAdmin(ReadOnlyAdmin):
     list_display = ["user", "key", "method", "path", "status_code", "created_at", "expires_at"]
     search_fields = ["key"]
     exclude = ["response_body"]  # may hold personal data of the response
+
+
+class DuplicatesFilter(admin.SimpleListFilter):
+    title = "duplicates refused"
+    parameter_name = "duplicates"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "some"), ("no", "none")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ScheduleSlot]) -> QuerySet[ScheduleSlot]:
+        if self.value() == "yes":
+            return queryset.filter(skipped_count__gt=0)
+        if self.value() == "no":
+            return queryset.filter(skipped_count=0)
+        return queryset
+
+
+@admin.register(ScheduleSlot)
+class ScheduleSlotAdmin(ReadOnlyAdmin):
+    """The beat slot ledger: one row per schedule and slot; duplicates refused are counted."""
+
+    list_display = [
+        "schedule",
+        "slot_start",
+        "status",
+        "attempts",
+        "skipped_count",
+        "duration",
+        "started_at",
+        "finished_at",
+        "short_error",
+        "note",
+    ]
+    list_filter = ["schedule", "status", DuplicatesFilter]
+    search_fields = ["schedule", "=task_id", "=root_id", "error"]
+    date_hierarchy = "slot_start"
+    ordering = ["-slot_start"]
+
+    @admin.display(description="error")
+    def short_error(self, obj: ScheduleSlot) -> str:
+        return obj.error[:100]

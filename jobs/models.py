@@ -8,6 +8,8 @@ DeadLetter     a task whose retries ran out or that failed permanently; reviewed
                replayed from the admin.
 Job            user-facing status of long work (202 + /api/jobs/<id>).
 IdempotencyKey the stored first response of a POST with an Idempotency-Key header.
+ScheduleSlot   the beat slot ledger: one row per (schedule, slot start in UTC), claimed
+               before a scheduled run does any work (jobs/slots.py).
 """
 
 import uuid
@@ -174,3 +176,47 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}:{self.key}"
+
+
+class ScheduleSlot(models.Model):
+    """One row per (schedule name, slot start in UTC): beat is a clock, this is the lock.
+
+    A scheduled task claims its slot here before doing any work (jobs/slots.py). A second
+    beat, a duplicate delivery or a manual re-run of a slot that is already claimed does
+    nothing; it is counted in `skipped_count`. A slot without a row was missed
+    (`manage.py backfill_schedule` lists and runs it).
+    """
+
+    class Status(models.TextChoices):
+        CLAIMED = "claimed"  # reserved by backfill; its task is queued
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"  # the latest attempt failed: a retry follows, or a DeadLetter exists
+        SKIPPED = "skipped"  # never run on purpose: a missed slot superseded by a newer one
+
+    schedule = models.CharField(max_length=200)  # jobs.schedules.Schedule.name
+    slot_start = models.DateTimeField()  # UTC
+    status = models.CharField(max_length=16, choices=Status.choices)
+    task_id = models.UUIDField(null=True, blank=True)  # the task id running (or queued for) the slot
+    root_id = models.UUIDField(null=True, blank=True)  # its retry chain: retries may re-enter the slot
+    attempts = models.PositiveIntegerField(default=0, db_default=0)
+    # Duplicates refused for this slot (a second beat, a redelivery, a manual re-run).
+    skipped_count = models.PositiveIntegerField(default=0, db_default=0)
+    last_skipped_at = models.DateTimeField(null=True, blank=True)
+    last_skipped_task_id = models.UUIDField(null=True, blank=True)
+    claimed_at = models.DateTimeField(db_default=Now())
+    started_at = models.DateTimeField(null=True, blank=True)  # of the latest attempt
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration = models.DurationField(null=True, blank=True)  # of the latest attempt
+    error = models.TextField(blank=True, default="", db_default="")
+    note = models.CharField(max_length=300, blank=True, default="", db_default="")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "slot_start"], name="schedule_slot_once"),
+        ]
+        indexes = [models.Index(fields=["schedule", "root_id"], name="scheduleslot_chain")]
+        ordering = ["-slot_start"]
+
+    def __str__(self) -> str:
+        return f"{self.schedule} @ {self.slot_start:%Y-%m-%d %H:%M:%S}Z ({self.status})"

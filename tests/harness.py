@@ -190,6 +190,25 @@ class Processes:
         proc.wait_for_log("relay started")
         return proc
 
+    def beat(
+        self,
+        name: str = "beat",
+        scheduler: str = "django_celery_beat.schedulers:DatabaseScheduler",
+        extra: list[str] | None = None,
+        **env: str,
+    ) -> Proc:
+        """A real `celery beat` (DatabaseScheduler by default), its state files in its own directory."""
+        state = self.log_dir / f"{name}-{self._counter + 1:02d}"
+        state.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable, "-m", "celery", "-A", "config", "beat",
+            "-S", scheduler, "--schedule", str(state / "celerybeat-schedule"), "--pidfile", str(state / "beat.pid"),
+            "-l", "INFO", *(extra or []),
+        ]  # fmt: skip
+        proc = self.spawn(name, argv, **env)
+        proc.wait_for_log("beat: Starting...")
+        return proc
+
     def stop_all(self) -> None:
         for proc in reversed(self.procs):
             proc.stop()
