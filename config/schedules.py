@@ -32,4 +32,16 @@ SCHEDULES: list[Schedule] = [
         description="Emails the admins the dead-letter fingerprints open for more than 24 h.",
         when_missed="Skipped; the next day's digest lists the same groups.",
     ),
+    Schedule(
+        name="fx-sync-hourly",
+        task="fx.sync_rates",
+        crontab="0 * * * *",
+        kwargs={"schedule": "fx-sync-hourly"},  # the slot ledger's key (jobs/slots.py)
+        description="Stores the FX provider's latest rates; one run per hour (slot ledger).",
+        when_missed=(
+            "Beat restarting after downtime runs the newest missed hour at once; "
+            "`manage.py backfill_schedule fx-sync-hourly --since <time>` runs the newest missed "
+            "slot and marks older ones skipped. Rates older than 2 h are flagged stale."
+        ),
+    ),
 ]

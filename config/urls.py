@@ -13,6 +13,7 @@ api: list[URLPattern | URLResolver] = [
     path("me", MeApi.as_view(), name="me"),
     path("auth/token", TokenObtainApi.as_view(), name="auth-token"),
     path("jobs/", include("jobs.urls")),
+    path("fx/", include("fx.urls")),
     path("orders", OrderCollectionApi.as_view()),  # POST /api/orders, no redirect for the slash
     path("orders/", include("orders.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

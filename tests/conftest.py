@@ -124,6 +124,7 @@ class Stack:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.procs: Processes | None = None
+        self.env: dict[str, str] = {}  # extra environment for every process the stack starts
         self.sink: Sink
         self.worker: Proc
         self.relay: Proc
@@ -132,6 +133,7 @@ class Stack:
         if self.procs is not None:
             return self
         self.procs = Processes(self.base / "logs")
+        self.procs.base_env.update(self.env)
         try:
             self.sink = start_sink(self.procs, self.base / "sink")
             self.procs.base_env.update(EMAIL_PORT=str(self.sink.smtp_port))
@@ -146,6 +148,16 @@ class Stack:
         if self.procs is not None:
             self.procs.stop_all()
             self.procs = None
+
+    def use_env(self, **env: str) -> None:
+        """Start the stack's processes with these variables too (a fake's URL, say).
+
+        A running stack that lacks them is stopped; the next `live` test restarts it.
+        """
+        if all(self.env.get(name) == value for name, value in env.items()):
+            return
+        self.env.update(env)
+        self.stop()
 
     @contextmanager
     def relay_paused(self) -> Iterator[None]:

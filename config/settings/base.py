@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "notifications",
     "orders",
     "kyc",
+    "fx",
 ]
 
 MIDDLEWARE = [
@@ -278,3 +279,14 @@ FLOWER_PORT = env.int("FLOWER_PORT", default=5555)
 FLOWER_URL_PREFIX = env("FLOWER_URL_PREFIX", default="")
 FLOWER_DB = Path(env("FLOWER_DB", default=str(BASE_DIR / "var" / "flower.db")))
 FLOWER_REQUIRE_AUTH = env.bool("FLOWER_REQUIRE_AUTH", default=True)
+
+# --- FX ---------------------------------------------------------------------
+# The FX-rate provider (fakes/fx_provider.py locally) and the hourly sync (fx.sync_rates).
+FX_PROVIDER_URL = env("FX_PROVIDER_URL", default="http://127.0.0.1:8026")
+FX_PROVIDER_CONNECT_TIMEOUT = env.float("FX_PROVIDER_CONNECT_TIMEOUT", default=3.0)  # seconds
+FX_PROVIDER_READ_TIMEOUT = env.float("FX_PROVIDER_READ_TIMEOUT", default=10.0)  # seconds
+# The provider is asked for this base; every other pair is a cross rate through it.
+FX_BASE_CURRENCY = env("FX_BASE_CURRENCY", default="EUR")
+FX_CURRENCIES = env.list("FX_CURRENCIES", default=["EUR", "USD", "GBP", "CHF", "JPY", "SEK"])
+# Rates whose last successful sync is older than this are stale (fx.selectors.rates_are_stale).
+FX_STALE_AFTER_SECONDS = env.int("FX_STALE_AFTER_SECONDS", default=2 * 60 * 60)
