@@ -1,0 +1,372 @@
+"""KYC vendor fake: a real HTTP server (stdlib only) that checks identity documents.
+
+    POST /checks          multipart: document_type, files; header Idempotency-Key (required).
+                          201 {"id", "status", "reason_codes", ...}; the same key again returns
+                          the same check (200, Idempotent-Replayed: true), never a second one;
+                          the same key with other documents is 422 idempotency_key_reused.
+    GET  /checks/<id>     the check: "pending" until its decision is due, then
+                          "approved" | "rejected" | "manual_review" with reason codes.
+    GET  /control         the current settings
+    POST /control {...}   change any of them (tests and demos switch modes here):
+         mode            "ok" | "down" (every call 503) | "429" (every call 429 + Retry-After)
+                         | "reject" (every submit `reject_status`: 400 or 422) | "slow" (`slow_latency`)
+         latency         seconds added to every call
+         error_rate      0..1: that share of calls fails at random with one of `error_statuses`
+         error_statuses  e.g. [500, 503, 429]
+         retry_after     seconds sent in Retry-After with 429
+         fail_submits    the next N submits fail with `fail_with`: a status code, or "timeout":
+                         the check IS created, but the answer comes `timeout_seconds` late
+                         (the client gave up; its retry must get the same check back)
+         decision        default decision: "approve" | "reject" | "manual_review"
+         decision_delay  seconds until a new check's decision is due (0: decided at submit)
+         reason_codes    override the reason codes of new decisions
+    GET  /stats[?window=S] calls counted: submits, reads, distinct checks, status codes, every
+                          call's arrival time, calls per minute, and with `window` the most
+                          calls seen in any S-second window (the rate-limit check)
+    POST /reset           forget checks and counters; settings back to the command line's
+
+A marker in a document decides that check regardless of the default, so concurrent
+tests need no shared setting: the bytes KYC-FAKE:reject, KYC-FAKE:manual_review or
+KYC-FAKE:approve anywhere in a file.
+
+Run: python -m fakes.kyc_vendor --port 8025 [--mode ok] [--decision-delay 2] [--latency 0.2] ...
+"""
+
+import argparse
+import bisect
+import hashlib
+import os
+import random
+import re
+import signal
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fakes.http import JsonServer, Request
+
+MODES = ("ok", "down", "429", "reject", "slow")
+DECISIONS = {"approve": "approved", "reject": "rejected", "manual_review": "manual_review"}
+REASON_CODES = {
+    "approved": ["clear"],
+    "rejected": ["document_expired"],
+    "manual_review": ["image_quality_low", "additional_document_required"],
+}
+MARKER = re.compile(rb"KYC-FAKE:(approve|reject|manual_review)")
+Reply = tuple[int, Any, dict[str, str]]
+
+
+@dataclass
+class Settings:
+    mode: str = "ok"
+    latency: float = 0.0
+    slow_latency: float = 5.0
+    error_rate: float = 0.0
+    error_statuses: list[int] = field(default_factory=lambda: [500, 503, 429])
+    retry_after: float = 1.0
+    reject_status: int = 400
+    fail_submits: int = 0
+    fail_with: int | str = 503
+    timeout_seconds: float = 30.0
+    decision: str = "approve"
+    decision_delay: float = 2.0
+    reason_codes: list[str] | None = None
+
+    def update(self, changes: dict[str, Any]) -> None:
+        for name, value in changes.items():
+            if not hasattr(self, name):
+                raise ValueError(f"unknown setting {name!r}")
+            setattr(self, name, value)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        if self.decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {sorted(DECISIONS)}")
+
+
+@dataclass
+class Check:
+    id: str
+    key: str
+    fingerprint: str
+    document_type: str
+    documents: int
+    decision: str
+    reason_codes: list[str]
+    created_at: float
+    due_at: float
+
+    def view(self, now: float) -> dict[str, Any]:
+        decided = now >= self.due_at
+        return {
+            "id": self.id,
+            "status": self.decision if decided else "pending",
+            "reason_codes": self.reason_codes if decided else [],
+            "document_type": self.document_type,
+            "documents": self.documents,
+            "created_at": datetime.fromtimestamp(self.created_at, UTC).isoformat(),
+        }
+
+
+@dataclass
+class Part:
+    name: str
+    filename: str | None
+    content_type: str
+    data: bytes
+
+
+def parse_multipart(body: bytes, content_type: str) -> list[Part]:
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not match:
+        raise ValueError("multipart body without a boundary")
+    delimiter = b"--" + match.group(1).encode()
+    parts = []
+    for section in body.split(delimiter)[1:]:
+        if section.startswith(b"--"):
+            break
+        head, _, data = section.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        headers = {}
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            header, _, value = line.partition(":")
+            headers[header.strip().lower()] = value.strip()
+        disposition = headers.get("content-disposition", "")
+        name = re.search(r'\bname="([^"]*)"', disposition)
+        filename = re.search(r'\bfilename="([^"]*)"', disposition)
+        parts.append(
+            Part(
+                name=name.group(1) if name else "",
+                filename=filename.group(1) if filename else None,
+                content_type=headers.get("content-type", ""),
+                data=data.removesuffix(b"\r\n"),
+            )
+        )
+    return parts
+
+
+class Vendor:
+    def __init__(self, defaults: Settings) -> None:
+        self.defaults = defaults
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.settings = Settings(**asdict(self.defaults))
+            self.checks: dict[str, Check] = {}
+            self.by_key: dict[str, str] = {}
+            self.submits = 0
+            self.reads = 0
+            self.call_times: list[float] = []
+            self.responses: dict[str, int] = {}
+            self.submits_by_key: dict[str, int] = {}
+
+    # --- counting -------------------------------------------------------------------
+    def _count(self, kind: str, key: str = "") -> None:
+        with self.lock:
+            self.call_times.append(time.time())
+            if kind == "submit":
+                self.submits += 1
+                if key:
+                    self.submits_by_key[key] = self.submits_by_key.get(key, 0) + 1
+            else:
+                self.reads += 1
+
+    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
+        with self.lock:
+            self.responses[str(status)] = self.responses.get(str(status), 0) + 1
+        return status, body, headers or {}
+
+    def _error(self, status: int) -> Reply:
+        headers = {"Retry-After": f"{self.settings.retry_after:g}"} if status == 429 else {}
+        return self._answer(status, {"error": "rate_limited" if status == 429 else "unavailable"}, headers)
+
+    def _failure(self, kind: str) -> Reply | None:
+        """The answer of a failure mode, if one applies to this call (after the latency)."""
+        s = self.settings
+        delay = s.latency + (s.slow_latency if s.mode == "slow" else 0.0)
+        if delay:
+            time.sleep(delay)
+        if kind == "submit":
+            with self.lock:
+                failing = s.fail_submits > 0 and s.fail_with != "timeout"
+                if failing:
+                    s.fail_submits -= 1
+            if failing:
+                return self._error(int(s.fail_with))
+        if s.mode == "down":
+            return self._error(503)
+        if s.mode == "429":
+            return self._error(429)
+        if s.mode == "reject" and kind == "submit":
+            return self._answer(s.reject_status, {"error": "invalid_document"})
+        if s.error_rate and random.random() < s.error_rate:
+            return self._error(random.choice(s.error_statuses))
+        return None
+
+    # --- routes ---------------------------------------------------------------------
+    def submit(self, request: Request) -> Reply:
+        key = request.headers.get("Idempotency-Key", "")
+        self._count("submit", key)
+        failure = self._failure("submit")
+        if failure:
+            return failure
+        if not key:
+            return self._answer(400, {"error": "idempotency_key_required"})
+        try:
+            parts = parse_multipart(request.body, request.headers.get("Content-Type", ""))
+        except ValueError:
+            return self._answer(400, {"error": "multipart_required"})
+        files = [p for p in parts if p.name == "files" and p.filename is not None]
+        document_type = next((p.data.decode() for p in parts if p.name == "document_type"), "")
+        if not files or not document_type:
+            return self._answer(422, {"error": "documents_required"})
+        fingerprint = hashlib.sha256(
+            document_type.encode() + b"".join(hashlib.sha256(f.data).digest() for f in files)
+        ).hexdigest()
+        now = time.time()
+        with self.lock:
+            existing = self.checks.get(self.by_key.get(key, ""))
+            if existing is None:
+                marker = next((m.group(1).decode() for f in files if (m := MARKER.search(f.data))), None)
+                decision = DECISIONS[marker or self.settings.decision]
+                check = Check(
+                    id=f"chk_{uuid.uuid4().hex[:16]}",
+                    key=key,
+                    fingerprint=fingerprint,
+                    document_type=document_type,
+                    documents=len(files),
+                    decision=decision,
+                    reason_codes=list(self.settings.reason_codes or REASON_CODES[decision]),
+                    created_at=now,
+                    due_at=now + self.settings.decision_delay,
+                )
+                self.checks[check.id] = check
+                self.by_key[key] = check.id
+        if existing is not None:
+            if existing.fingerprint != fingerprint:
+                return self._answer(422, {"error": "idempotency_key_reused"})
+            reply = self._answer(200, existing.view(now), {"Idempotent-Replayed": "true"})
+        else:
+            reply = self._answer(201, check.view(now), {"Location": f"/checks/{check.id}"})
+        with self.lock:
+            late = self.settings.fail_submits > 0 and self.settings.fail_with == "timeout"
+            if late:
+                self.settings.fail_submits -= 1
+        if late:
+            time.sleep(self.settings.timeout_seconds)  # done, but the answer comes too late
+        return reply
+
+    def read(self, request: Request) -> Reply:
+        self._count("read")
+        failure = self._failure("read")
+        if failure:
+            return failure
+        check = self.checks.get(request.path.rsplit("/", 1)[-1])
+        if check is None:
+            return self._answer(404, {"error": "check_not_found"})
+        return self._answer(200, check.view(time.time()), {})
+
+    def get_control(self, _: Request) -> Reply:
+        return 200, asdict(self.settings), {}
+
+    def set_control(self, request: Request) -> Reply:
+        try:
+            changes = request.json()
+            with self.lock:
+                self.settings.update(changes)
+        except (ValueError, TypeError) as exc:
+            return 400, {"error": str(exc)}, {}
+        return 200, asdict(self.settings), {}
+
+    def stats(self, request: Request) -> Reply:
+        with self.lock:
+            times = sorted(self.call_times)
+            body: dict[str, Any] = {
+                "submits": self.submits,
+                "reads": self.reads,
+                "calls": len(times),
+                "checks": len(self.checks),
+                "responses": dict(self.responses),
+                "submits_by_key": dict(self.submits_by_key),
+                "call_times": times,
+                "per_minute": per_minute(times),
+            }
+        if "window" in request.query:
+            body["window"] = float(request.query["window"])
+            body["max_in_window"] = max_in_window(times, body["window"])
+        return 200, body, {}
+
+    def do_reset(self, _: Request) -> Reply:
+        self.reset()
+        return 200, {"reset": True}, {}
+
+
+def per_minute(times: list[float]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for t in times:
+        minute = datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%MZ")
+        counts[minute] = counts.get(minute, 0) + 1
+    return counts
+
+
+def max_in_window(times: list[float], window: float) -> int:
+    """The most calls in any half-open interval [t, t + window) of the sorted arrival times."""
+    return max((bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)), default=0)
+
+
+def build_server(vendor: Vendor, host: str, port: int) -> JsonServer:
+    return JsonServer(
+        host,
+        port,
+        {
+            ("POST", "/checks"): vendor.submit,
+            ("GET", "/checks/*"): vendor.read,
+            ("GET", "/control"): vendor.get_control,
+            ("POST", "/control"): vendor.set_control,
+            ("GET", "/stats"): vendor.stats,
+            ("POST", "/reset"): vendor.do_reset,
+        },
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get("KYC_VENDOR_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("KYC_VENDOR_PORT", "8025")))
+    parser.add_argument("--mode", default="ok", choices=MODES)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
+    parser.add_argument("--slow-latency", type=float, default=5.0, help="extra seconds in mode 'slow'")
+    parser.add_argument("--error-rate", type=float, default=0.0, help="share of calls failing at random")
+    parser.add_argument("--error-statuses", default="500,503,429", help="statuses of the random failures")
+    parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of 429 answers")
+    parser.add_argument("--reject-status", type=int, default=400, choices=[400, 422])
+    parser.add_argument("--decision", default="approve", choices=sorted(DECISIONS))
+    parser.add_argument("--decision-delay", type=float, default=2.0, help="seconds until a decision")
+    args = parser.parse_args()
+
+    defaults = Settings(
+        mode=args.mode,
+        latency=args.latency,
+        slow_latency=args.slow_latency,
+        error_rate=args.error_rate,
+        error_statuses=[int(s) for s in args.error_statuses.split(",") if s],
+        retry_after=args.retry_after,
+        reject_status=args.reject_status,
+        decision=args.decision,
+        decision_delay=args.decision_delay,
+    )
+    server = build_server(Vendor(defaults), args.host, args.port)
+    server.serve_in_thread()
+    print(f"kyc vendor: http://{args.host}:{server.port}  mode {args.mode}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
