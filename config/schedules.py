@@ -33,6 +33,19 @@ SCHEDULES: list[Schedule] = [
         when_missed="Skipped; the next day's digest lists the same groups.",
     ),
     Schedule(
+        name="kyc-document-purge",
+        task="kyc.purge_documents",
+        crontab="41 * * * *",
+        description=(
+            "Deletes KYC documents KYC_RETENTION_DAYS (30) days after the final decision; the "
+            "submission keeps its decision and an audit event. Also sweeps orphaned upload files."
+        ),
+        when_missed=(
+            "Documents past retention stay until the next run, which deletes all of them: it selects "
+            "by decision time, not by slot, so nothing is skipped. Several missed runs need no backfill."
+        ),
+    ),
+    Schedule(
         name="fx-sync-hourly",
         task="fx.sync_rates",
         crontab="0 * * * *",

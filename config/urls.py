@@ -14,6 +14,7 @@ api: list[URLPattern | URLResolver] = [
     path("auth/token", TokenObtainApi.as_view(), name="auth-token"),
     path("jobs/", include("jobs.urls")),
     path("fx/", include("fx.urls")),
+    path("kyc/", include("kyc.urls")),
     path("orders", OrderCollectionApi.as_view()),  # POST /api/orders, no redirect for the slash
     path("orders/", include("orders.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),

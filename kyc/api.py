@@ -1,1 +1,143 @@
-"""kyc: api (filled in by its issue)."""
+"""KYC API: thin views, nested Input/Output serializers, services do the work.
+
+POST /api/kyc/submissions/         multipart: document_type, files (1..KYC_MAX_FILES);
+                                   202 + Location of the status URL
+GET  /api/kyc/submissions/         the user's submissions, newest first
+GET  /api/kyc/submissions/<id>     status, timestamps, the vendor's reason codes (owner only)
+"""
+
+import uuid
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
+from django.http import HttpRequest
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from config.users import request_user
+from jobs.idempotency import idempotent
+from kyc import documents, selectors, services
+from kyc.errors import DocumentInvalid, UploadTooLarge
+from kyc.models import Document, DocumentType, Submission
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False, description="Replays the first response"
+)
+
+
+class DocumentOutputSerializer(serializers.ModelSerializer[Document]):
+    purged = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Document
+        fields = ["position", "kind", "size", "width", "height", "purged"]
+
+    def get_purged(self, document: Document) -> bool:
+        return document.purged_at is not None
+
+
+class SubmissionOutputSerializer(serializers.ModelSerializer[Submission]):
+    url = serializers.SerializerMethodField()
+    documents = DocumentOutputSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Submission
+        fields = [
+            "id",
+            "url",
+            "status",
+            "document_type",
+            "reason_codes",
+            "documents",
+            "created_at",
+            "updated_at",
+            "check_started_at",
+            "decided_at",
+            "documents_purged_at",
+        ]
+
+    def get_url(self, submission: Submission) -> str:
+        return reverse("kyc:submission-detail", kwargs={"submission_id": submission.pk})
+
+
+class SubmissionCollectionApi(APIView):
+    parser_classes = [MultiPartParser]  # this view only; the rest of the API is JSON
+
+    class InputSerializer(serializers.Serializer[Any]):
+        document_type = serializers.ChoiceField(choices=DocumentType.choices)
+        files = serializers.ListField(
+            child=serializers.FileField(allow_empty_file=False, use_url=False), allow_empty=False
+        )
+
+    def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
+        # Before anything reads the body (authentication may, for the CSRF check): sizes are
+        # enforced while the files stream in, not after they were buffered.
+        self.upload_limit = documents.UploadLimitHandler(request)
+        if request.method == "POST":
+            request.upload_handlers = [self.upload_limit, *request.upload_handlers]
+        return super().initialize_request(request, *args, **kwargs)
+
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication, permissions, throttles first
+        if request.method == "POST":
+            self._receive(request)
+
+    def _receive(self, request: Request) -> None:
+        """Refuse an oversized body unread; parse the rest under the upload limits."""
+        limit = documents.max_request_bytes()
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if length > limit:
+            raise UploadTooLarge(f"The request body is {length} bytes; at most {limit} bytes are read.")
+        try:
+            _ = request.data
+        except RequestDataTooBig as exc:
+            raise UploadTooLarge("The form fields are too large.") from exc
+        except TooManyFilesSent as exc:
+            raise DocumentInvalid("Too many files.", errors={"files": ["Too many files."]}) from exc
+        self.upload_limit.raise_problems()
+
+    @extend_schema(responses=SubmissionOutputSerializer(many=True))
+    def get(self, request: Request) -> Response:
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(
+            selectors.submission_list(user=request_user(request)), request, view=self
+        )
+        return paginator.get_paginated_response(SubmissionOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        request={"multipart/form-data": InputSerializer},
+        responses={202: SubmissionOutputSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
+    @idempotent
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        inspected = documents.inspect_all(data.validated_data["files"])
+        user = request_user(request)
+        submission = services.kyc_submission_start(
+            user=user, document_type=data.validated_data["document_type"], documents=inspected
+        )
+        body = SubmissionOutputSerializer(
+            selectors.submission_get(user=user, submission_id=str(submission.pk))
+        ).data
+        return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["url"]})
+
+
+class SubmissionDetailApi(APIView):
+    @extend_schema(responses=SubmissionOutputSerializer)
+    def get(self, request: Request, submission_id: uuid.UUID) -> Response:
+        submission = get_object_or_404(
+            selectors.submission_list(user=request_user(request)), pk=submission_id
+        )
+        return Response(SubmissionOutputSerializer(submission).data)
