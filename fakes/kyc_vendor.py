@@ -13,7 +13,8 @@
          latency         seconds added to every call
          error_rate      0..1: that share of calls fails at random with one of `error_statuses`
          error_statuses  e.g. [500, 503, 429]
-         retry_after     seconds sent in Retry-After with 429
+         retry_after     seconds sent in Retry-After ...
+         retry_after_statuses  ... with these statuses (default [429]; add 503 to send it there too)
          fail_submits    the next N submits fail with `fail_with`: a status code, or "timeout":
                          the check IS created, but the answer comes `timeout_seconds` late
                          (the client gave up; its retry must get the same check back)
@@ -67,6 +68,7 @@ class Settings:
     error_rate: float = 0.0
     error_statuses: list[int] = field(default_factory=lambda: [500, 503, 429])
     retry_after: float = 1.0
+    retry_after_statuses: list[int] = field(default_factory=lambda: [429])
     reject_status: int = 400
     fail_submits: int = 0
     fail_with: int | str = 503
@@ -180,7 +182,8 @@ class Vendor:
         return status, body, headers or {}
 
     def _error(self, status: int) -> Reply:
-        headers = {"Retry-After": f"{self.settings.retry_after:g}"} if status == 429 else {}
+        s = self.settings
+        headers = {"Retry-After": f"{s.retry_after:g}"} if status in s.retry_after_statuses else {}
         return self._answer(status, {"error": "rate_limited" if status == 429 else "unavailable"}, headers)
 
     def _failure(self, kind: str) -> Reply | None:
@@ -342,6 +345,7 @@ def main() -> None:
     parser.add_argument("--error-rate", type=float, default=0.0, help="share of calls failing at random")
     parser.add_argument("--error-statuses", default="500,503,429", help="statuses of the random failures")
     parser.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of 429 answers")
+    parser.add_argument("--retry-after-statuses", default="429", help="statuses that carry Retry-After")
     parser.add_argument("--reject-status", type=int, default=400, choices=[400, 422])
     parser.add_argument("--decision", default="approve", choices=sorted(DECISIONS))
     parser.add_argument("--decision-delay", type=float, default=2.0, help="seconds until a decision")
@@ -354,6 +358,7 @@ def main() -> None:
         error_rate=args.error_rate,
         error_statuses=[int(s) for s in args.error_statuses.split(",") if s],
         retry_after=args.retry_after,
+        retry_after_statuses=[int(s) for s in args.retry_after_statuses.split(",") if s],
         reject_status=args.reject_status,
         decision=args.decision,
         decision_delay=args.decision_delay,

@@ -101,6 +101,16 @@ def test_several_files_of_each_kind_are_accepted(api):
     assert len(kyc_files()) == 3
 
 
+def test_a_large_file_streams_through_a_temporary_file_and_is_stored_intact(api, settings):
+    # bigger than FILE_UPLOAD_MAX_MEMORY_SIZE (2.5 MB): spooled to disk, then moved into storage
+    data = pdf_bytes(pad=3 * 1024 * 1024)
+    assert len(data) > settings.FILE_UPLOAD_MAX_MEMORY_SIZE
+    response = upload(api, upload_file(data), HTTP_IDEMPOTENCY_KEY="big-1")
+    assert response.status_code == 202, response.json()
+    [stored] = kyc_files()
+    assert stored.read_bytes() == data
+
+
 # --- refused: the right 4xx, no rows, no files ----------------------------------------------
 def test_a_windows_executable_renamed_to_pdf_is_415(api):
     response = upload(api, upload_file(EXE_BYTES, "passport.pdf", "application/pdf"))

@@ -77,6 +77,16 @@ def test_happy_path_approved_with_one_check_and_one_email(kyc_live, vendor, api,
     # and the audit trail, in order
     kinds = list(SubmissionEvent.objects.filter(submission_id=submission_id).values_list("kind", flat=True))
     assert kinds == ["created", "check_started", "submitted", "decided"]
+    # the result email task run again (a redelivery under a new id, a replay) sends nothing more
+    again = str(uuid.uuid4())
+    celery_app.send_task(
+        "kyc.send_result_email",
+        kwargs={"submission_id": submission_id, "decision": "approved"},
+        task_id=again,
+        queue="emails",
+    )
+    wait_until(lambda: TaskRun.objects.filter(task_id=again, state="succeeded").exists(), message="rerun")
+    assert len(mails_for(kyc_live.sink, submission_id)) == 1
 
 
 def test_rejected_and_more_documents_needed_email_the_reasons(kyc_live, vendor, make_user):

@@ -70,6 +70,13 @@ def test_429_is_retryable_after_the_vendors_retry_after(vendor):
     assert limited.value.retry_after == 7
 
 
+def test_a_503_with_retry_after_is_honoured_too(vendor):
+    vendor.control(fail_submits=1, fail_with=503, retry_after_statuses=[429, 503], retry_after=4)
+    with pytest.raises(VendorRetryableError) as failed:
+        submit()
+    assert (failed.value.status_code, failed.value.retry_after) == (503, 4)
+
+
 def test_retry_after_as_an_http_date():
     later = timezone.now() + timedelta(seconds=30)
     assert 25 < (client.retry_after_seconds(format_datetime(later, usegmt=True)) or 0) <= 30
