@@ -1,17 +1,20 @@
 """Job status API: GET /api/jobs/<id> and its result file."""
 
+import mimetypes
 import uuid
 
 from django.core.files.storage import default_storage
-from django.http import FileResponse, Http404
+from django.http import Http404
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.storage import private_download
 from config.users import request_user
 from jobs.models import Job
 from jobs.selectors import job_list
@@ -49,10 +52,18 @@ class JobDetailApi(APIView):
 
 
 class JobResultApi(APIView):
-    @extend_schema(responses={(200, "application/octet-stream"): bytes})
-    def get(self, request: Request, job_id: uuid.UUID) -> FileResponse:
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): bytes,
+            302: OpenApiResponse(
+                description="Object storage: a redirect to a short-lived pre-signed URL of the file"
+            ),
+        }
+    )
+    def get(self, request: Request, job_id: uuid.UUID) -> HttpResponseBase:
         job = get_object_or_404(job_list(user=request_user(request)), pk=job_id, state=Job.State.SUCCEEDED)
         if not job.result_file or not default_storage.exists(job.result_file):
             raise Http404("this job has no result file")
         name = job.result_file.rsplit("/", 1)[-1]
-        return FileResponse(default_storage.open(job.result_file, "rb"), as_attachment=True, filename=name)
+        content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+        return private_download(job.result_file, filename=name, content_type=content_type)
