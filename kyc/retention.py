@@ -1,12 +1,13 @@
 """Retention: identity documents are deleted KYC_RETENTION_DAYS after the final decision.
 
 `kyc.purge_documents` (hourly, config/schedules.py) selects by decision time, not by
-schedule slot, so a missed run is caught up by the next one. Per submission, in one
-short transaction that holds the submission's row lock (a replay cannot reopen it
-meanwhile): delete the files, empty the Document rows' file names, record on the
-submission when, how many and by which task, and add a `documents_purged` event. The
-decision, reason codes and the audit trail stay. Deleting a file that is already gone
-is a no-op, so a run that crashed half-way is simply repeated.
+schedule slot, so a missed run is caught up by the next one. Per submission: claim it
+(documents_purged_at, committed; from then on a dead-letter replay cannot reopen it),
+delete the files with no transaction open (the storage is S3 in production), then in
+one transaction empty the Document rows' file names and record how many and by which
+task, with a `documents_purged` event. The decision, reason codes and the audit trail
+stay. Deleting a file that is already gone is a no-op, and a submission whose documents
+still name files is due again, so a run that died half-way is finished by the next one.
 
 It also sweeps orphans: files under kyc/ that no Document row names, older than an
 hour (an upload whose request died between writing its files and committing its rows).
@@ -19,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import Q, Sum
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from kyc.models import Document, Submission, SubmissionEvent
@@ -32,36 +33,55 @@ ORPHAN_GRACE = timedelta(hours=1)
 ORPHAN_SWEEP_DAYS = 3  # upload folders (kyc/YYYY/MM/DD) looked at, newest first
 
 
+def _due(cutoff: datetime) -> QuerySet[Submission]:
+    """Final, decided before the cutoff, and with files left: never purged, or a purge that
+    died between its claim and its mark (documents still named)."""
+    files_left = Document.objects.filter(submission=OuterRef("pk"), purged_at__isnull=True)
+    return Submission.objects.filter(status__in=Submission.FINAL, decided_at__lt=cutoff).filter(
+        Q(documents_purged_at__isnull=True) | Exists(files_left)
+    )
+
+
 def _purge_one(submission_id: Any, cutoff: datetime, task_id: str) -> int | None:
-    """Returns the number of files deleted, or None if the submission was not due (any more)."""
+    """Returns the number of files deleted, or None if the submission was not due (any more).
+
+    Claim, commit, delete, mark: no row lock is held while the storage (S3 in production)
+    is called. The claim sets documents_purged_at, after which a dead-letter replay can no
+    longer reopen the submission; a run that dies after it is finished by the next run.
+    """
     now = timezone.now()
     with transaction.atomic():
-        submission = (
-            Submission.objects.select_for_update(skip_locked=True)
-            .filter(
-                pk=submission_id,
-                status__in=Submission.FINAL,
-                decided_at__lt=cutoff,
-                documents_purged_at__isnull=True,
-            )
-            .first()
-        )
+        submission = _due(cutoff).select_for_update(skip_locked=True).filter(pk=submission_id).first()
         if submission is None:
             return None
-        documents = Document.objects.filter(submission=submission, purged_at__isnull=True)
-        names = [name for name in documents.values_list("file", flat=True) if name]
-        size = documents.aggregate(total=Sum("size"))["total"] or 0
-        for name in names:
-            default_storage.delete(name)
-        count = documents.update(file="", purged_at=now)
-        Submission.objects.filter(pk=submission.pk).update(
-            documents_purged_at=now, documents_purged_count=count, documents_purged_by=task_id, updated_at=now
+        if submission.documents_purged_at is None:
+            submission.documents_purged_at = now
+            submission.documents_purged_by = task_id
+            submission.save(update_fields=["documents_purged_at", "documents_purged_by", "updated_at"])
+    documents = list(Document.objects.filter(submission_id=submission_id, purged_at__isnull=True))
+    for document in documents:
+        if document.file:
+            default_storage.delete(document.file)  # deleting a file that is already gone is a no-op
+    with transaction.atomic():
+        count = Document.objects.filter(pk__in=[d.pk for d in documents], purged_at__isnull=True).update(
+            file="", purged_at=now
+        )
+        if not count:
+            return 0  # a concurrent run (a second beat) marked them first
+        Submission.objects.filter(pk=submission_id).update(
+            documents_purged_count=F("documents_purged_count") + count,
+            documents_purged_by=task_id,
+            updated_at=now,
         )
         SubmissionEvent.objects.create(
-            submission=submission,
+            submission_id=submission_id,
             kind=SubmissionEvent.Kind.DOCUMENTS_PURGED,
             task_id=task_id,
-            detail={"files": count, "bytes": size, "retention_days": settings.KYC_RETENTION_DAYS},
+            detail={
+                "files": count,
+                "bytes": sum(d.size for d in documents),
+                "retention_days": settings.KYC_RETENTION_DAYS,
+            },
         )
     return count
 
@@ -69,9 +89,7 @@ def _purge_one(submission_id: Any, cutoff: datetime, task_id: str) -> int | None
 def kyc_documents_purge(*, task_id: str = "", now: datetime | None = None) -> int:
     """Delete the documents of every submission decided more than the retention period ago."""
     cutoff = (now or timezone.now()) - timedelta(days=settings.KYC_RETENTION_DAYS)
-    due = Submission.objects.filter(
-        status__in=Submission.FINAL, decided_at__lt=cutoff, documents_purged_at__isnull=True
-    ).order_by("decided_at", "pk")
+    due = _due(cutoff).order_by("decided_at", "pk")
     purged_submissions = purged_files = 0
     after: tuple[datetime | None, Any] | None = None
     while True:

@@ -85,3 +85,18 @@ def test_orphaned_upload_files_are_swept_after_an_hour(user):
     assert not old_orphan.exists()
     assert new_orphan.exists()
     assert referenced_path.exists()  # as old, but a Document row names it
+
+
+def test_a_purge_that_died_after_its_claim_is_finished_by_the_next_run(make_user):
+    # given a run that claimed the submission, then died before deleting anything
+    claimed = submission(make_user(), status="approved", decided_days_ago=31)
+    Submission.objects.filter(pk=claimed.pk).update(
+        documents_purged_at=timezone.now(), documents_purged_by="dead-run"
+    )
+    # when the next run comes
+    assert kyc_documents_purge(task_id="next-run") == 1
+    # then the files are gone and the row says who finished it
+    assert kyc_files() == []
+    claimed.refresh_from_db()
+    assert (claimed.documents_purged_count, claimed.documents_purged_by) == (1, "next-run")
+    assert kyc_documents_purge(task_id="third-run") == 0
