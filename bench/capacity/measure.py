@@ -5,7 +5,7 @@
 One run, in order, against a fresh database and Redis DB of its own (the test suite's
 isolation, config/testing.py):
   1. order creation over HTTP: gunicorn (2 sync workers, the Procfile's web line) and a
-     threaded keep-alive client POSTing one-line orders for --seconds; no relay or worker
+     threaded client POSTing one-line orders for --seconds; no relay or worker
      running, so the outbox rows pile up;
   2. the relay publishing that backlog (rows/s from the first to the last sent_at);
   3. the workers draining what the relay published: the emails queue (-c 4, SMTP sink),
