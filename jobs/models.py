@@ -76,6 +76,9 @@ class TaskRun(models.Model):
     heartbeat_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
+    # django.tasks runs only (jobs/tasks_backend.py): what the attempt produced, read by
+    # get_result(): {"return_value": <JSON>} or {"exception_class": "...", "traceback": "..."}.
+    result = models.JSONField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -83,6 +86,8 @@ class TaskRun(models.Model):
                 fields=["heartbeat_at"], name="taskrun_running_hb", condition=models.Q(state="running")
             ),
             models.Index(fields=["finished_at"], name="taskrun_finished"),
+            # A retry chain's runs, for get_result() of django.tasks results.
+            models.Index(fields=["root_id"], name="taskrun_root"),
         ]
 
     def __str__(self) -> str:

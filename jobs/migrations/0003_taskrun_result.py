@@ -1,0 +1,43 @@
+# TaskRun.result (django.tasks return values and errors) and an index on TaskRun.root_id
+# (get_result() reads a retry chain's runs). The index is built CONCURRENTLY on PostgreSQL:
+# jobs_taskrun takes an INSERT per task start, and a plain CREATE INDEX would block them.
+
+from django.db import migrations, models
+
+INDEX = models.Index(fields=["root_id"], name="taskrun_root")
+
+
+def add_index(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(
+            "CREATE INDEX CONCURRENTLY IF NOT EXISTS taskrun_root ON jobs_taskrun (root_id)"
+        )
+    else:  # SQLite (`make run` without PostgreSQL)
+        schema_editor.add_index(apps.get_model("jobs", "TaskRun"), INDEX)
+
+
+def remove_index(apps, schema_editor):
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute("DROP INDEX CONCURRENTLY IF EXISTS taskrun_root")
+    else:
+        schema_editor.remove_index(apps.get_model("jobs", "TaskRun"), INDEX)
+
+
+class Migration(migrations.Migration):
+    atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
+
+    dependencies = [
+        ("jobs", "0002_schedule_slot"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="taskrun",
+            name="result",
+            field=models.JSONField(blank=True, null=True),
+        ),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[migrations.AddIndex(model_name="taskrun", index=INDEX)],
+            database_operations=[migrations.RunPython(add_index, remove_index)],
+        ),
+    ]
