@@ -15,7 +15,6 @@ from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
 
-from jobs import outbox
 from jobs.models import Job
 from jobs.services import job_create, job_progress, job_succeed
 from orders.models import Order
@@ -25,9 +24,11 @@ COLUMNS = ["number", "created_at", "status", "currency", "total", "paid_at", "ca
 
 
 def order_export_start(*, user: User) -> Job:
+    from orders.tasks import export_orders  # late: orders.tasks imports this module
+
     with transaction.atomic():
         job = job_create(owner=user, kind=EXPORT_KIND)
-        outbox.enqueue("orders.export_orders", kwargs={"job_id": str(job.id)}, job_id=job.id)
+        export_orders.enqueue(job_id=str(job.id))  # a django.tasks Task: an outbox row, in this transaction
     return job
 
 
