@@ -11,4 +11,4 @@ RUN useradd --create-home --uid 10001 app && mkdir -p /app/var && chown -R app /
 USER app
 RUN DJANGO_SETTINGS_MODULE=config.settings.local python manage.py collectstatic --noinput
 EXPOSE 8000
-CMD ["gunicorn", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2", "--access-logfile", "-"]
+CMD ["gunicorn", "-c", "config/gunicorn_conf.py", "config.wsgi", "--bind", "0.0.0.0:8000", "--workers", "2"]

@@ -9,6 +9,8 @@ class FxError(ApplicationError):
 
 
 class RatesUnavailable(FxError):
-    status_code = 503
+    # 404, not 503: "no rates for this base yet" is a fact about the data, not an outage,
+    # and clients (and the schema fuzzing) must not see a server error for it.
+    status_code = 404
     code = "fx-rates-unavailable"
     title = "No FX rates have been synced yet"

@@ -10,8 +10,11 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
+from typing import Any
 
+import sentry_sdk
+from celery import signals
 from django.http import HttpRequest, HttpResponse
 
 HEADER = "X-Request-ID"
@@ -46,10 +49,30 @@ class CorrelationIdMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         incoming = request.headers.get(HEADER, "")
         request_id = incoming if _VALID.match(incoming) else new_id()
+        sentry_sdk.set_tag("correlation_id", request_id)  # per-request scope (Django integration)
         with bound(request_id):
             response = self.get_response(request)
         response[HEADER] = request_id
         return response
+
+
+# --- tasks: bound from task_prerun to task_postrun, so Celery's own "succeeded in" and
+# "raised" log lines in the pool child carry the id too, not only the task's own logs.
+_task_tokens: dict[str, Token[str]] = {}
+
+
+@signals.task_prerun.connect
+def _bind_task(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    request = getattr(task, "request", None)
+    value = getattr(request, "request_id", None) or getattr(request, "root_id", None) or task_id or ""
+    _task_tokens[task_id or ""] = _current.set(str(value))
+
+
+@signals.task_postrun.connect
+def _unbind_task(task_id: str | None = None, **_: Any) -> None:
+    token = _task_tokens.pop(task_id or "", None)
+    if token is not None:
+        _current.reset(token)
 
 
 class CorrelationIdFilter(logging.Filter):

@@ -71,5 +71,5 @@ def test_an_invalid_base_is_a_400_problem_naming_the_field(api, synced, base):
 
 def test_before_the_first_sync_the_rates_are_unavailable(api):
     response = api.get(URL, {"base": "EUR"})
-    assert response.status_code == 503
+    assert response.status_code == 404
     assert response.json()["code"] == "fx-rates-unavailable"

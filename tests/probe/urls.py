@@ -36,7 +36,18 @@ class ProbeCreateApi(APIView):
         return Response({"id": str(job.id)}, status=status.HTTP_201_CREATED, headers={"Location": location})
 
 
-probe_patterns = [path("create", ProbeCreateApi.as_view(), name="probe-create")]
+class ProbeBoomApi(APIView):
+    """Fails with personal data in the request and the error (the Sentry scrubbing test)."""
+
+    def post(self, request: Request) -> Response:
+        email = request.data.get("email") if isinstance(request.data, dict) else None
+        raise RuntimeError(f"crashed while handling {email}")
+
+
+probe_patterns = [
+    path("create", ProbeCreateApi.as_view(), name="probe-create"),
+    path("boom", ProbeBoomApi.as_view(), name="probe-boom"),
+]
 
 urlpatterns = [*urlpatterns, path("api/probe/", include(probe_patterns))]
 

@@ -1,0 +1,33 @@
+"""DRF throttles that fail open: an unreachable cache (Redis down) must not turn every
+API call into a 500. The request is allowed and the outage logged; availability of the
+API beats precise rate limits for the minutes Redis is away."""
+
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+from rest_framework import throttling
+from rest_framework.request import Request
+
+logger = logging.getLogger(__name__)
+
+
+class FailOpenMixin:
+    def allow_request(self, request: Request, view: Any) -> bool:
+        try:
+            return bool(super().allow_request(request, view))  # type: ignore[misc]
+        except (RedisError, ConnectionError, OSError):
+            logger.warning("throttle cache unavailable; request allowed without a rate check")
+            return True
+
+
+class AnonRateThrottle(FailOpenMixin, throttling.AnonRateThrottle):
+    pass
+
+
+class UserRateThrottle(FailOpenMixin, throttling.UserRateThrottle):
+    pass
+
+
+class ScopedRateThrottle(FailOpenMixin, throttling.ScopedRateThrottle):
+    pass
