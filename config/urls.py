@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from config import health, problems
 from config.auth_api import MeApi, TokenObtainApi
+from config.metrics import metrics_view
 from orders.api import OrderCollectionApi
 
 api: list[URLPattern | URLResolver] = [
@@ -24,6 +25,7 @@ api: list[URLPattern | URLResolver] = [
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/", include(api)),
     path(settings.ADMIN_URL, admin.site.urls),
 ]

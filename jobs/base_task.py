@@ -25,16 +25,18 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any, ClassVar, NoReturn
 
+import sentry_sdk
 from billiard.exceptions import TimeLimitExceeded
 from celery import Task
 from celery.exceptions import Reject, Retry
 from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
-from jobs import correlation, execution, outbox
+from jobs import execution, outbox
 from jobs.dead_letters import dead_letter_record
 from jobs.errors import PoisonMessageError, Reschedule, RetryableError
-from jobs.execution import Claim, TaskMeta, meta_from_headers
+from jobs.execution import REQUEST_ID_HEADER, Claim, TaskMeta, meta_from_headers
+from jobs.metrics import task_event
 from jobs.models import Job, OutboxMessage, TaskRun
 from jobs.policy import Outcome, RetryPolicy
 from jobs.queues import Queue
@@ -42,7 +44,7 @@ from jobs.queues import Queue
 logger = logging.getLogger(__name__)
 
 REQUEUE_PAUSE_SECONDS = 2.0  # when the database is down: don't spin through the queue
-HEADER_NAMES = ("attempt", "root_id", "correlation_id", "job_id", "first_failed_at")
+HEADER_NAMES = ("attempt", "root_id", REQUEST_ID_HEADER, "job_id", "first_failed_at")
 
 
 class BaseTask(Task):
@@ -52,34 +54,44 @@ class BaseTask(Task):
         if self.request.called_directly:  # a plain call (shell, unit test): just the function
             return self.run(*args, **kwargs)
         meta = self.meta_from_request()
-        with correlation.bound(meta.correlation_id or meta.root_id):
-            try:
-                claim, deliveries = execution.begin(meta, max_deliveries=self.policy.max_deliveries)
-            except DatabaseError as exc:
-                self._requeue(exc)
-            if claim is Claim.DUPLICATE:
-                logger.info(
-                    "%s[%s]: duplicate delivery, already done or running; skipped", self.name, meta.task_id
-                )
-                return None
-            if claim is Claim.POISON:
-                poison = PoisonMessageError(f"delivered {deliveries} times without finishing")
-                self._record_failure(meta, poison, list(args), kwargs)
-            self._job_update(meta, Job.State.RUNNING)
-            try:
-                result = self.run(*args, **kwargs)
-            except Reschedule as reschedule:
-                self._reschedule(meta, reschedule, list(args), kwargs)
-                return None
-            except Exception as exc:  # noqa: BLE001 - classified by the policy, never swallowed
-                self._record_failure(meta, exc, list(args), kwargs)
-            try:
-                execution.finish(meta.task_id, TaskRun.State.SUCCEEDED)
-                self._job_update(meta, Job.State.SUCCEEDED)
-            except DatabaseError as exc:
-                # The effect happened; its ledger row says so. A redelivery finds the ledger and stops.
-                self._requeue(exc)
-            return result
+        # Error reports carry who the task is, never what it was given (no arguments).
+        sentry_sdk.set_tags(
+            {
+                "task": self.name,
+                "task_id": meta.task_id,
+                "attempt": meta.attempt,
+                "queue": meta.queue,
+                "correlation_id": meta.correlation_id or meta.root_id,
+            }
+        )
+        try:
+            claim, deliveries = execution.begin(meta, max_deliveries=self.policy.max_deliveries)
+        except DatabaseError as exc:
+            self._requeue(exc)
+        if claim is Claim.DUPLICATE:
+            task_event(self.name, "duplicate")
+            logger.info(
+                "%s[%s]: duplicate delivery, already done or running; skipped", self.name, meta.task_id
+            )
+            return None
+        if claim is Claim.POISON:
+            poison = PoisonMessageError(f"delivered {deliveries} times without finishing")
+            self._record_failure(meta, poison, list(args), kwargs)
+        self._job_update(meta, Job.State.RUNNING)
+        try:
+            result = self.run(*args, **kwargs)
+        except Reschedule as reschedule:
+            self._reschedule(meta, reschedule, list(args), kwargs)
+            return None
+        except Exception as exc:  # noqa: BLE001 - classified by the policy, never swallowed
+            self._record_failure(meta, exc, list(args), kwargs)
+        try:
+            execution.finish(meta.task_id, TaskRun.State.SUCCEEDED)
+            self._job_update(meta, Job.State.SUCCEEDED)
+        except DatabaseError as exc:
+            # The effect happened; its ledger row says so. A redelivery finds the ledger and stops.
+            self._requeue(exc)
+        return result
 
     # --- metadata -------------------------------------------------------------------
     def meta_from_request(self) -> TaskMeta:
@@ -169,6 +181,7 @@ class BaseTask(Task):
                 execution.finish(meta.task_id, TaskRun.State.RESCHEDULED, reschedule.reason)
         except DatabaseError as exc:
             self._requeue(exc)
+        task_event(self.name, "rescheduled")
         logger.info(
             "%s[%s] rescheduled in %.2fs: %s", self.name, meta.task_id, reschedule.delay, reschedule.reason
         )

@@ -11,7 +11,9 @@ from django.db.models import Count, Max, Min, QuerySet
 from django.utils import timezone
 
 from jobs import outbox
-from jobs.execution import TaskMeta, format_traceback
+from jobs.errors import PoisonMessageError
+from jobs.execution import REQUEST_ID_HEADER, TaskMeta, format_traceback, meta_from_headers
+from jobs.metrics import task_event
 from jobs.models import DeadLetter, Job, TaskRun
 from jobs.redact import normalise, redact
 
@@ -58,7 +60,7 @@ def dead_letter_record(
                 "args": list(args),
                 "kwargs": dict(kwargs),
                 "headers": {
-                    k: v for k, v in (("correlation_id", meta.correlation_id), ("job_id", meta.job_id)) if v
+                    k: v for k, v in ((REQUEST_ID_HEADER, meta.correlation_id), ("job_id", meta.job_id)) if v
                 },
                 "exception_class": exc_class,
                 "message": message,
@@ -80,6 +82,7 @@ def dead_letter_record(
         if created and alert:
             outbox.enqueue(ALERT_TASK, kwargs={"dead_letter_id": dead_letter.pk})
     if created:
+        task_event(meta.task_name, "dead_lettered")
         logger.error(
             "dead letter %s: %s[%s] %s after %d attempt(s) (%s)",
             dead_letter.pk,
@@ -111,7 +114,7 @@ def dead_letter_replay(*, dead_letter_id: int, actor: User | None, note: str = "
         dead_letter = DeadLetter.objects.select_for_update().get(pk=dead_letter_id)
         if dead_letter.status != DeadLetter.Status.OPEN:
             return None
-        headers = {k: v for k, v in dead_letter.headers.items() if k in {"correlation_id", "job_id"}}
+        headers = {k: v for k, v in dead_letter.headers.items() if k in {REQUEST_ID_HEADER, "job_id"}}
         headers["replay_of"] = dead_letter.pk
         task_id = outbox.enqueue(
             dead_letter.task_name,
@@ -148,3 +151,26 @@ def open_groups() -> QuerySet[Any, Any]:
         .annotate(count=Count("id"), first=Min("created_at"), last=Max("created_at"), sample_id=Min("id"))
         .order_by("-count", "-last")
     )
+
+
+def broker_dead_letter_record(*, headers: dict[str, Any], body: Any) -> DeadLetter | None:
+    """A message RabbitMQ dead-lettered after its delivery limit: record it like our own.
+
+    Celery's protocol 2 carries the task name and id in the headers and [args, kwargs, embed]
+    in the body; RabbitMQ's x-death header says which queue and how often it was delivered.
+    """
+    task_id, task_name = headers.get("id"), headers.get("task")
+    if not task_id or not task_name:
+        logger.error("broker dead letter without a task id or name; dropped: %s", sorted(headers))
+        return None
+    deaths = headers.get("x-death") or [{}]
+    queue = str(deaths[0].get("queue") or "default")
+    deliveries = headers.get("x-delivery-count")
+    args, kwargs = (
+        (list(body[0]), dict(body[1])) if isinstance(body, list | tuple) and len(body) >= 2 else ([], {})
+    )
+    meta = meta_from_headers(str(task_id), str(task_name), queue, headers)
+    exc = PoisonMessageError(
+        f"RabbitMQ delivery limit reached ({deliveries or '?'} deliveries); dead-lettered by the broker"
+    )
+    return dead_letter_record(meta=meta, exc=exc, reason="poison", args=args, kwargs=kwargs)

@@ -20,6 +20,10 @@ from django.utils import timezone
 
 from jobs.models import TaskRun
 
+# Message header carrying the correlation id. Not "correlation_id": Celery's request context
+# already has an attribute of that name (the AMQP correlation id = the task id).
+REQUEST_ID_HEADER = "request_id"
+
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -44,7 +48,7 @@ class TaskMeta:
         if first_failed_at:
             headers["first_failed_at"] = first_failed_at
         if self.correlation_id:
-            headers["correlation_id"] = self.correlation_id
+            headers[REQUEST_ID_HEADER] = self.correlation_id
         if self.job_id:
             headers["job_id"] = self.job_id
         return headers
@@ -57,7 +61,7 @@ def meta_from_headers(task_id: str, task_name: str, queue: str, headers: dict[st
         queue=queue,
         attempt=int(headers.get("attempt") or 1),
         root_id=str(headers.get("root_id") or task_id),
-        correlation_id=str(headers.get("correlation_id") or ""),
+        correlation_id=str(headers.get(REQUEST_ID_HEADER) or ""),
         job_id=headers.get("job_id"),
         first_failed_at=headers.get("first_failed_at"),
     )

@@ -32,6 +32,7 @@ from django.utils.module_loading import autodiscover_modules
 
 from jobs import correlation
 from jobs.errors import EnqueueError
+from jobs.execution import REQUEST_ID_HEADER
 from jobs.models import OutboxMessage
 from jobs.queues import Queue
 
@@ -132,7 +133,7 @@ def build_message(
     message_id = uuid.uuid4()
     merged = {"attempt": 1, "root_id": str(message_id)}
     if cid := correlation.get():
-        merged["correlation_id"] = cid
+        merged[REQUEST_ID_HEADER] = cid
     if job_id:
         merged["job_id"] = str(job_id)
     merged.update(headers or {})

@@ -18,7 +18,7 @@ accepting requests) and the relay backs off.
 import contextlib
 import json
 import logging
-import select
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -27,17 +27,25 @@ from datetime import timedelta
 from typing import Any
 
 import psycopg
+import redis
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import KombuError, OperationalError
+from prometheus_client import Counter
 
 from config.celery_app import app as celery_app
 from jobs.models import OutboxMessage
 from jobs.outbox import NOTIFY_CHANNEL
+from jobs.worker import RELAY_HEARTBEAT_KEY
 
 logger = logging.getLogger(__name__)
+
+# Defined here, not in jobs/metrics.py: a counter without labels writes its metrics file when
+# created, and only relay processes should have one (not every manage.py command).
+OUTBOX_PUBLISHED = Counter("taskyard_outbox_published_total", "Outbox rows published by relays.")
+OUTBOX_PUBLISH_ERRORS = Counter("taskyard_outbox_publish_errors_total", "Failed relay publish batches.")
 
 BROKER_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
@@ -45,13 +53,9 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
     ConnectionError,
     OSError,
     TimeoutError,
+    redis.exceptions.ConnectionError,  # the redis client's errors don't all derive from OSError
+    redis.exceptions.TimeoutError,
 )
-try:  # the redis client's errors don't all derive from OSError
-    import redis.exceptions
-
-    BROKER_ERRORS += (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-except ImportError:  # pragma: no cover - redis is a dependency
-    pass
 
 
 @dataclass(frozen=True)
@@ -169,10 +173,12 @@ class Relay:
                 len(rows),
                 delay,
             )
+            OUTBOX_PUBLISH_ERRORS.inc()
             self.mark_failed(rows, exc, delay)
             self.stop_event.wait(delay)
             return 0
         self.mark_sent(rows)
+        OUTBOX_PUBLISHED.inc(len(rows))
         self._failures = 0
         self.published_total += len(rows)
         return len(rows)
@@ -211,11 +217,10 @@ class Relay:
         if listen is None:
             self.stop_event.wait(timeout)
             return
-        # select() on the socket, then drain: wakes within a millisecond of the commit.
-        ready, _, _ = select.select([listen.fileno()], [], [], timeout)
-        if ready:
-            for _ in listen.notifies(timeout=0):
-                pass
+        # psycopg's generator also sees notifications it has already buffered (a bare select()
+        # on the socket would sleep through those); one wake-up drains all that arrived.
+        for _ in listen.notifies(timeout=timeout, stop_after=1):
+            pass
 
     # --- main loop ----------------------------------------------------------------
     def run_forever(self) -> None:
@@ -232,6 +237,7 @@ class Relay:
                     pass
                 if self.on_cycle:
                     self.on_cycle(self)
+                self.heartbeat()
                 self.wait(self.seconds_until_next_due())
             except (DatabaseError, psycopg.Error) as exc:
                 self._failures += 1
@@ -241,6 +247,15 @@ class Relay:
                 self.stop_event.wait(delay)
         self._reset_connections()
         logger.info("relay stopped after publishing %d rows", self.published_total)
+
+    def heartbeat(self) -> None:
+        """`relay_alive` (a liveness probe) reads this: the loop went round, the database answered."""
+        try:
+            redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2).set(
+                RELAY_HEARTBEAT_KEY.format(host=socket.gethostname()), time.time(), ex=3600
+            )
+        except redis.RedisError:
+            logger.warning("relay heartbeat could not be written")
 
     def _reset_connections(self) -> None:
         if self._listen is not None:

@@ -1,27 +1,33 @@
 """The stuck-task reaper (Oban's Lifeline, River's rescuer): finds work whose worker died.
 
-Two sources, both re-published through the outbox with the same task id:
+Three sources, all re-published through the outbox with the same task id:
   * TaskRun rows still `running` whose heartbeat stopped (worker SIGKILLed, OOM, host gone);
   * task ids a dead worker had received but never started (prefetched), from its
-    `taskyard:received:<worker>` set once its `taskyard:alive:<worker>` key expired.
+    `taskyard:received:<worker>` set once its `taskyard:alive:<worker>` key expired;
+  * messages the broker lost (Redis restarted without persistence, or flushed): outbox
+    rows sent more than OUTBOX_LOST_AFTER_SECONDS ago that never started, whose queue is
+    now empty and that no live worker holds. A message still queued behind a backlog is
+    left alone (its queue is not empty), so a slow queue is not duplicated.
 The duplicate that the broker may still redeliver later (after its visibility timeout)
 is refused by TaskRun. The relay runs this every few seconds; a lock keeps it single.
 """
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from jobs import execution
+from jobs.broker import queue_depths
 from jobs.models import OutboxMessage, TaskRun
 from jobs.outbox import NOTIFY_CHANNEL
-from jobs.worker import ALIVE_KEY, RECEIVED_KEY
+from jobs.worker import ALIVE_KEY, HELD_KEY, RECEIVED_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +39,7 @@ class RescueReport:
     lost: list[str] = field(default_factory=list)  # running, heartbeat stopped
     orphaned: list[str] = field(default_factory=list)  # received by a dead worker, never started
     republished: int = 0
+    lost_in_broker: list[str] = field(default_factory=list)  # sent, never started, no longer anywhere
     unrecoverable: list[str] = field(default_factory=list)  # no outbox row (sent outside the outbox)
 
 
@@ -74,6 +81,45 @@ def _orphans_of_dead_workers(client: redis.Redis) -> list[str]:
     return orphans
 
 
+def _held_by_live_workers(client: redis.Redis) -> set[str]:
+    """What live workers hold: their last heartbeat's snapshot, plus what they received since."""
+    held: set[str] = set()
+    recent = time.time() - 2 * settings.TASKYARD_HEARTBEAT_SECONDS
+    for raw_key in client.scan_iter(match=RECEIVED_KEY.format(worker="*"), count=500):
+        key = raw_key.decode() if isinstance(raw_key, bytes) else str(raw_key)
+        worker = key.split(":", 2)[2]
+        if client.exists(ALIVE_KEY.format(worker=worker)):
+            held.update(_text(i) for i in client.smembers(HELD_KEY.format(worker=worker)))
+            held.update(_text(i) for i in client.zrangebyscore(key, recent, "+inf"))  # type: ignore[arg-type]
+    return held
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _lost_in_broker(client: redis.Redis) -> list[str]:
+    now = timezone.now()
+    candidates = list(
+        OutboxMessage.objects.filter(
+            sent_at__lt=now - timedelta(seconds=settings.OUTBOX_LOST_AFTER_SECONDS),
+            sent_at__gt=now - timedelta(seconds=settings.OUTBOX_LOST_LOOKBACK_SECONDS),
+        )
+        .exclude(Exists(TaskRun.objects.filter(task_id=OuterRef("pk"))))
+        .values_list("id", "queue")[:2000]
+    )
+    if not candidates:
+        return []
+    depths = queue_depths({queue for _, queue in candidates})
+    held = _held_by_live_workers(client)
+    lost = [str(i) for i, queue in candidates if depths.get(queue) == 0 and str(i) not in held]
+    if lost:
+        logger.warning(
+            "reaper: %d sent message(s) are in no queue and no worker: the broker lost them", len(lost)
+        )
+    return lost
+
+
 def reap(client: redis.Redis | None = None) -> RescueReport:
     client = client or redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
     report = RescueReport()
@@ -81,12 +127,16 @@ def reap(client: redis.Redis | None = None) -> RescueReport:
         return report  # another relay reaped a moment ago
     report.lost = execution.mark_lost_if_stale(settings.TASKYARD_HEARTBEAT_STALE_SECONDS)
     report.orphaned = _orphans_of_dead_workers(client)
-    report.republished, report.unrecoverable = republish(report.lost + report.orphaned)
-    if report.lost or report.orphaned:
+    report.lost_in_broker = _lost_in_broker(client)
+    report.republished, report.unrecoverable = republish(
+        report.lost + report.orphaned + report.lost_in_broker
+    )
+    if report.lost or report.orphaned or report.lost_in_broker:
         logger.warning(
-            "reaper: %d lost, %d orphaned, %d re-published, %d without an outbox row",
+            "reaper: %d lost, %d orphaned, %d lost by the broker, %d re-published, %d without an outbox row",
             len(report.lost),
             len(report.orphaned),
+            len(report.lost_in_broker),
             report.republished,
             len(report.unrecoverable),
         )

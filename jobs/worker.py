@@ -4,7 +4,10 @@ The worker's main process keeps three records fresh so a dead worker is noticed 
 seconds instead of after the broker's visibility timeout (2 h):
   * taskyard:alive:<worker>      a key with a TTL, refreshed every heartbeat;
   * taskyard:received:<worker>   a sorted set of the task ids it received (prefetched
-                                 included), scored by time;
+                                 included), scored by time: what a worker that died held;
+  * taskyard:held:<worker>       the task ids it holds right now (reserved or running),
+                                 rewritten every heartbeat: what a live worker holds (a
+                                 message dropped on a broker reconnect leaves this set);
   * TaskRun.heartbeat_at         of every task it is running, in one UPDATE.
 The reaper (jobs/rescue.py) re-publishes the work of a worker whose records went stale.
 """
@@ -28,6 +31,8 @@ logger = logging.getLogger(__name__)
 
 ALIVE_KEY = "taskyard:alive:{worker}"
 RECEIVED_KEY = "taskyard:received:{worker}"
+HELD_KEY = "taskyard:held:{worker}"
+RELAY_HEARTBEAT_KEY = "taskyard:relay:{host}"  # written by each relay loop (relay_alive reads it)
 RECEIVED_KEEP_SECONDS = 600  # older entries either finished or are covered by TaskRun heartbeats
 
 _worker_key = ""
@@ -51,6 +56,22 @@ def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     _worker_key = f"{getattr(sender, 'hostname', socket.gethostname())}:{os.getpid()}"
     _beat_once()
     threading.Thread(target=_heartbeat_loop, name="taskyard-heartbeat", daemon=True).start()
+    serve_metrics()
+
+
+def serve_metrics() -> None:
+    """On hosts without a web process (a worker or relay pod), expose this host's figures."""
+    if not settings.METRICS_EXPORTER_PORT:
+        return
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    start_http_server(
+        settings.METRICS_EXPORTER_PORT, addr=settings.METRICS_EXPORTER_ADDRESS, registry=registry
+    )
+    logger.info("metrics exporter on :%d", settings.METRICS_EXPORTER_PORT)
 
 
 @signals.task_received.connect
@@ -63,9 +84,15 @@ def _track_received(request: Any = None, **_: Any) -> None:
 
 def _beat_once() -> None:
     key = worker_key()
+    ttl = int(settings.TASKYARD_HEARTBEAT_STALE_SECONDS)
+    held = [str(r.id) for r in list(worker_state.reserved_requests)]  # reserved includes running
     pipe = _client().pipeline()
-    pipe.set(ALIVE_KEY.format(worker=key), "1", ex=int(settings.TASKYARD_HEARTBEAT_STALE_SECONDS))
+    pipe.set(ALIVE_KEY.format(worker=key), "1", ex=ttl)
     pipe.zremrangebyscore(RECEIVED_KEY.format(worker=key), "-inf", time.time() - RECEIVED_KEEP_SECONDS)
+    pipe.delete(HELD_KEY.format(worker=key))
+    if held:
+        pipe.sadd(HELD_KEY.format(worker=key), *held)
+        pipe.expire(HELD_KEY.format(worker=key), ttl)
     pipe.execute()
     active = [str(r.id) for r in list(worker_state.active_requests)]
     execution.heartbeat(active)
@@ -87,6 +114,8 @@ def _stop_heartbeat(**_: Any) -> None:
     # reaper doesn't re-publish them a second time.
     try:
         key = worker_key()
-        _client().delete(ALIVE_KEY.format(worker=key), RECEIVED_KEY.format(worker=key))
+        _client().delete(
+            ALIVE_KEY.format(worker=key), RECEIVED_KEY.format(worker=key), HELD_KEY.format(worker=key)
+        )
     except redis.RedisError:
         pass

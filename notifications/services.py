@@ -51,8 +51,13 @@ def claim_lease() -> timedelta:
     return timedelta(seconds=settings.EMAIL_TIMEOUT * 3)
 
 
-def _claim(*, template: str, ledger_key: str, recipient: User) -> EmailDelivery | None:
-    """Returns the delivery claimed for sending, or None when it was already sent."""
+def _claim(*, template: str, ledger_key: str, recipient: User, task_id: str) -> EmailDelivery | None:
+    """Returns the delivery claimed for sending, or None when it was already sent.
+
+    A delivery left `sending` by this same task id means that attempt died mid-send (a task
+    id runs in one place at a time, jobs/execution.py), so it is taken over at once; one
+    claimed by another task id is left alone until its lease ends.
+    """
     now = timezone.now()
     with transaction.atomic():
         delivery, _ = EmailDelivery.objects.select_for_update().get_or_create(
@@ -64,6 +69,7 @@ def _claim(*, template: str, ledger_key: str, recipient: User) -> EmailDelivery 
             return None
         if (
             delivery.status == EmailDelivery.Status.SENDING
+            and delivery.claimed_by != task_id
             and delivery.claimed_at
             and delivery.claimed_at > now - claim_lease()
         ):
@@ -72,8 +78,9 @@ def _claim(*, template: str, ledger_key: str, recipient: User) -> EmailDelivery 
             raise Reschedule(max(wait, 1.0), f"email {delivery.pk} is being sent by another attempt")
         delivery.status = EmailDelivery.Status.SENDING
         delivery.claimed_at = now
+        delivery.claimed_by = task_id
         delivery.attempts += 1
-        delivery.save(update_fields=["status", "claimed_at", "attempts"])
+        delivery.save(update_fields=["status", "claimed_at", "claimed_by", "attempts"])
     return delivery
 
 
@@ -118,7 +125,7 @@ def _finish(
 def email_send(
     *, template: str, ledger_key: str, recipient: User, context: dict[str, Any], task_id: str = ""
 ) -> SendResult:
-    delivery = _claim(template=template, ledger_key=ledger_key, recipient=recipient)
+    delivery = _claim(template=template, ledger_key=ledger_key, recipient=recipient, task_id=task_id)
     if delivery is None:
         logger.info("email %s for %s already sent; nothing to do", template, ledger_key)
         return SendResult.ALREADY_SENT

@@ -5,16 +5,18 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.files.storage import default_storage
-from django.http import FileResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.storage import private_download
 from config.users import request_user
 from jobs.idempotency import idempotent
 from orders import exports, selectors, services
@@ -25,9 +27,13 @@ from orders.models import Invoice, Order, OrderLine
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, required=False, description="Replays the first response"
 )
+DOWNLOAD_REDIRECT = OpenApiResponse(
+    description="Object storage: a redirect to a short-lived pre-signed URL of the file"
+)
 SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class MoneyField(serializers.Field[Decimal, Decimal, str, Any]):
     """An amount as a string with the currency's own number of decimal places."""
 
@@ -176,8 +182,8 @@ class OrderPayApi(APIView):
 
 
 class OrderInvoiceApi(APIView):
-    @extend_schema(responses={(200, "application/pdf"): bytes})
-    def get(self, request: Request, order_id: int) -> FileResponse:
+    @extend_schema(responses={(200, "application/pdf"): bytes, 302: DOWNLOAD_REDIRECT})
+    def get(self, request: Request, order_id: int) -> HttpResponseBase:
         order = get_object_or_404(selectors.order_list(user=request_user(request)), pk=order_id)
         invoice: Invoice | None = getattr(order, "invoice", None)
         if (
@@ -188,11 +194,8 @@ class OrderInvoiceApi(APIView):
             raise InvoiceNotReady(
                 f"The invoice of {order.number} is not ready yet; see `invoice.status` on the order."
             )
-        return FileResponse(
-            default_storage.open(invoice.file, "rb"),
-            as_attachment=True,
-            filename=f"invoice-{order.number}.pdf",
-            content_type="application/pdf",
+        return private_download(
+            invoice.file, filename=f"invoice-{order.number}.pdf", content_type="application/pdf"
         )
 
 

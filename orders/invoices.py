@@ -21,6 +21,7 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
 from reportlab.pdfgen import canvas
 
+from fx.selectors import latest_rate
 from orders.currencies import format_amount, quantum
 from orders.models import Invoice, Order
 from orders.services import display_currency_for
@@ -38,8 +39,6 @@ def conversion_for(order: Order) -> Conversion:
     currency = display_currency_for(order.owner)
     if currency == order.currency:
         return Conversion(currency, order.total, Decimal(1), None)
-    from fx.selectors import latest_rate  # TEMP until fx lands
-
     rate = latest_rate(base=order.currency, quote=currency)
     if rate is None:
         return Conversion(currency, None, None, None)

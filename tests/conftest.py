@@ -19,6 +19,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from config.testing import release_run_resources
+from jobs.metrics import queue_keys
 from jobs.models import OutboxMessage, TaskRun
 from tests.harness import Proc, Processes, free_port, redis_client, wait_until
 
@@ -177,12 +178,11 @@ def wait_idle(timeout: float = 30.0) -> None:
     client = redis_client()
 
     def idle() -> bool:
-        queued = sum(client.llen(q) for q in ("emails", "kyc", "documents", "default"))
+        # In the order work flows (outbox -> broker -> running): a task moving forward between
+        # two queries is seen by the later one.
         return (
-            queued == 0
-            and not OutboxMessage.objects.filter(
-                sent_at__isnull=True, not_before__lte=timezone.now()
-            ).exists()
+            not OutboxMessage.objects.filter(sent_at__isnull=True, not_before__lte=timezone.now()).exists()
+            and sum(client.llen(q) for q in ("emails", "kyc", "documents", "default")) == 0
             and not TaskRun.objects.filter(state=TaskRun.State.RUNNING).exists()
         )
 
@@ -220,3 +220,11 @@ def isolated(stack: Stack, transactional_db: None, tmp_path: Path) -> Iterator[P
         yield procs
     finally:
         procs.stop_all()
+        purge_broker()
+
+
+def purge_broker() -> None:
+    """Drop messages a test left in the broker, so they can't run against the next test's rows."""
+    client = redis_client()
+    keys = [key for queue in ("emails", "kyc", "documents", "default") for key in queue_keys(queue)]
+    client.delete(*keys, "unacked", "unacked_index")

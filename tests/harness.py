@@ -109,11 +109,12 @@ class Proc:
             self.popen.wait(timeout=10)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM (a warm shutdown for Celery), then SIGKILL if it doesn't exit in time."""
+        """SIGTERM to the main process, as an orchestrator sends it (Celery: a warm shutdown,
+        letting pool children finish their tasks), then SIGKILL the group if it lingers."""
         if self.popen is None:
             return
         if self.alive():
-            self.signal_group(signal.SIGTERM)
+            self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
@@ -164,8 +165,10 @@ class Processes:
         queues: str = ALL_QUEUES,
         concurrency: int = 2,
         extra: list[str] | None = None,
+        redis_url: str | None = None,
         **env: str,
     ) -> Proc:
+        """A real prefork worker; ready once its heartbeat key appears (in `redis_url`'s Redis)."""
         run = os.environ.get("TASKYARD_TEST_RUN_ID", "local")
         nodename = f"{name}-{run}-{self._counter + 1}@{socket.gethostname()}"
         argv = [
@@ -174,7 +177,7 @@ class Processes:
             *(extra or []),
         ]  # fmt: skip
         proc = self.spawn(f"worker-{name}", argv, **env)
-        client = redis_client()
+        client = redis.Redis.from_url(redis_url) if redis_url else redis_client()
         wait_until(
             lambda: client.exists(f"taskyard:alive:{nodename}:{proc.pid}") or not proc.alive(),
             timeout=40,

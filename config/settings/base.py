@@ -4,14 +4,26 @@ Every value that differs between deployments comes from the environment
 (config/env.py); local.py, test.py and production.py only change defaults.
 """
 
+import os
 from pathlib import Path
 
 import django_stubs_ext
-from kombu import Exchange
-from kombu import Queue as KombuQueue
 
 from config.env import BASE_DIR, env
+from jobs import broker
 from jobs.queues import Queue
+
+# --- Metrics: before anything imports prometheus_client ----------------------------------
+# Every process on a host writes its counters here; /metrics adds them up (multiprocess mode).
+PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault(
+    "PROMETHEUS_MULTIPROC_DIR", env("PROMETHEUS_MULTIPROC_DIR", default=str(BASE_DIR / "var" / "prometheus"))
+)
+Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+METRICS_TOKEN = env("METRICS_TOKEN", default="")  # scrapers send "Authorization: Bearer <token>"
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+# Worker and relay processes on hosts without a web process serve their own /metrics here.
+METRICS_EXPORTER_PORT = env.int("METRICS_EXPORTER_PORT", default=0)
+METRICS_EXPORTER_ADDRESS = env("METRICS_EXPORTER_ADDRESS", default="127.0.0.1")
 
 # Generic classes (ModelAdmin[Model], QuerySet[Model]) subscriptable at runtime, for type hints.
 django_stubs_ext.monkeypatch()
@@ -29,7 +41,7 @@ USE_I18N = True
 USE_TZ = True
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "config.admin_site.TaskyardAdminConfig",  # django.contrib.admin with a login lockout
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -47,6 +59,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.metrics.MetricsMiddleware",  # first: times everything below it
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "jobs.correlation.CorrelationIdMiddleware",
@@ -100,7 +113,9 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-ADMIN_URL = env("ADMIN_URL", default="admin/")
+ADMIN_URL = env("ADMIN_URL", default="admin/")  # move it off the default path in production
+ADMIN_LOGIN_MAX_FAILURES = env.int("ADMIN_LOGIN_MAX_FAILURES", default=5)
+ADMIN_LOGIN_LOCKOUT_SECONDS = env.int("ADMIN_LOGIN_LOCKOUT_SECONDS", default=15 * 60)
 
 # --- Static and private files -----------------------------------------------------
 STATIC_URL = "static/"
@@ -110,8 +125,8 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 PRIVATE_STORAGE_ROOT = Path(env("PRIVATE_STORAGE_ROOT", default=str(BASE_DIR / "var" / "private")))
 STORAGES = {
     "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
-        "OPTIONS": {"location": str(PRIVATE_STORAGE_ROOT), "base_url": None},
+        "BACKEND": "config.storage.PrivateFileSystemStorage",
+        "OPTIONS": {"location": str(PRIVATE_STORAGE_ROOT)},
     },
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
@@ -126,15 +141,15 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "config.problems.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "config.schema.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
     # Redis-backed (the cache), so limits hold across gunicorn processes.
     "DEFAULT_THROTTLE_CLASSES": [
-        "rest_framework.throttling.AnonRateThrottle",
-        "rest_framework.throttling.UserRateThrottle",
-        "rest_framework.throttling.ScopedRateThrottle",
+        "config.throttling.AnonRateThrottle",  # DRF's, failing open when Redis is down
+        "config.throttling.UserRateThrottle",
+        "config.throttling.ScopedRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env("THROTTLE_ANON_RATE", default="60/min"),
@@ -149,6 +164,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],  # the schema is an API too
     "COMPONENT_SPLIT_REQUEST": True,
+    "PREPROCESSING_HOOKS": ["config.schema.drop_slash_duplicates"],
 }
 
 # --- Celery -----------------------------------------------------------------
@@ -178,11 +194,13 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 # Longest hard time limit of any task (the export: 15 min); the visibility timeout must exceed it
 # or Redis hands a still-running task to a second worker.
 TASKYARD_LONGEST_HARD_TIME_LIMIT = 15 * 60
-CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 60 * 60),
-    "socket_connect_timeout": 5,  # fail fast when the broker is down; callers back off
-    "health_check_interval": 10,  # notice a dead broker connection before using it
-}
+# Redis or RabbitMQ by CELERY_BROKER_URL; jobs/broker.py holds each one's topology.
+CELERY_BROKER_TRANSPORT_OPTIONS = broker.transport_options(
+    CELERY_BROKER_URL, visibility_timeout=env.int("CELERY_VISIBILITY_TIMEOUT", default=2 * 60 * 60)
+)
+# RabbitMQ only: deliveries of one message before the broker dead-letters it (our own
+# poison check in the base task, TaskRun.deliveries, usually acts first).
+BROKER_DELIVERY_LIMIT = env.int("BROKER_DELIVERY_LIMIT", default=5)
 # A lost broker connection cancels running acks_late tasks: they will be redelivered anyway.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True  # wait for the broker instead of crashing at boot
@@ -193,12 +211,12 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep Django's logging configuration
 CELERY_DB_REUSE_MAX = 1000
 # Queues come from one enum; an unknown queue is an error, not a silently created list.
 CELERY_TASK_DEFAULT_QUEUE = Queue.DEFAULT.value
-CELERY_TASK_QUEUES = [KombuQueue(q.value, Exchange(q.value), routing_key=q.value) for q in Queue]
+CELERY_TASK_QUEUES = broker.task_queues(CELERY_BROKER_URL, delivery_limit=BROKER_DELIVERY_LIMIT)
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 # Recycle children: bounded memory over long runs.
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=10_000)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", default=300_000)  # KiB
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULER = "jobs.beat:HeartbeatScheduler"  # DatabaseScheduler + heartbeat
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 
 # --- Email ------------------------------------------------------------------
@@ -213,6 +231,10 @@ DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="taskyard <noreply@taskya
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 ADMINS = env.list("ADMIN_EMAILS", default=["ops@taskyard.test"])  # dead-letter alerts and digest
 EMAIL_MESSAGE_ID_DOMAIN = env("EMAIL_MESSAGE_ID_DOMAIN", default="taskyard.test")
+# Retry budget of email tasks: SMTP 4xx/connection errors are retried this many times in all.
+EMAIL_RETRY_MAX_ATTEMPTS = env.int("EMAIL_RETRY_MAX_ATTEMPTS", default=8)
+EMAIL_RETRY_BACKOFF_BASE = env.float("EMAIL_RETRY_BACKOFF_BASE", default=2.0)  # seconds
+EMAIL_RETRY_BACKOFF_CAP = env.float("EMAIL_RETRY_BACKOFF_CAP", default=300.0)
 
 # --- Logging ----------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
@@ -258,6 +280,10 @@ OUTBOX_RETENTION_DAYS = env.int("OUTBOX_RETENTION_DAYS", default=7)  # sent rows
 TASKYARD_HEARTBEAT_SECONDS = env.float("TASKYARD_HEARTBEAT_SECONDS", default=2.0)
 TASKYARD_HEARTBEAT_STALE_SECONDS = env.float("TASKYARD_HEARTBEAT_STALE_SECONDS", default=15.0)
 TASKYARD_REAPER_INTERVAL_SECONDS = env.float("TASKYARD_REAPER_INTERVAL_SECONDS", default=5.0)
+# A message sent this long ago that never started, is in no queue and held by no worker
+# was lost by the broker (restart without persistence, flush): the reaper re-publishes it.
+OUTBOX_LOST_AFTER_SECONDS = env.float("OUTBOX_LOST_AFTER_SECONDS", default=30.0)
+OUTBOX_LOST_LOOKBACK_SECONDS = env.float("OUTBOX_LOST_LOOKBACK_SECONDS", default=3600.0)
 # Idempotency-Key: how long a key's first response is replayed.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
 # Orders: an unpaid order is cancelled this long after creation (a delayed outbox row).
@@ -291,6 +317,18 @@ FX_CURRENCIES = env.list("FX_CURRENCIES", default=["EUR", "USD", "GBP", "CHF", "
 # Rates whose last successful sync is older than this are stale (fx.selectors.rates_are_stale).
 FX_STALE_AFTER_SECONDS = env.int("FX_STALE_AFTER_SECONDS", default=2 * 60 * 60)
 
+# --- Sentry -----------------------------------------------------------------
+SENTRY_DSN = env("SENTRY_DSN", default="")
+if SENTRY_DSN:
+    from config.sentry import init_sentry
+
+    init_sentry(
+        dsn=SENTRY_DSN,
+        environment=env("SENTRY_ENVIRONMENT", default="local"),
+        release=env("SENTRY_RELEASE", default=""),
+        traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
+    )
+
 # --- KYC --------------------------------------------------------------------
 # Vendor (fakes/kyc_vendor.py locally): every call has a connect and a read timeout.
 KYC_VENDOR_URL = env("KYC_VENDOR_URL", default="http://127.0.0.1:8025")
@@ -319,3 +357,17 @@ KYC_RETENTION_DAYS = env.int("KYC_RETENTION_DAYS", default=30)
 _private_storage = STORAGES["default"]
 if isinstance(_private_storage, dict) and isinstance(_private_storage.get("OPTIONS"), dict):
     _private_storage["OPTIONS"].update(file_permissions_mode=0o600, directory_permissions_mode=0o700)
+
+# --- Django tasks -----------------------------------------------------------
+# Django's task API (`@task` + `.enqueue()`) on the outbox and the Celery workers
+# (jobs/tasks_backend.py; docs/notes/django-tasks-readme.md). QUEUES: every declared queue.
+# MAX_RETURN_VALUE_BYTES caps the JSON return value kept in TaskRun for get_result().
+TASKS = {
+    "default": {
+        "BACKEND": "jobs.tasks_backend.OutboxCeleryBackend",
+        "QUEUES": [q.value for q in Queue],
+        "OPTIONS": {"MAX_RETURN_VALUE_BYTES": 64 * 1024},
+    }
+}
+# Workers register the generic task (jobs.run_django_task) and its time-limit hook at start.
+CELERY_IMPORTS = ["jobs.tasks_backend"]

@@ -44,6 +44,7 @@ def beats(fx_live: Stack, tmp_path: Path) -> Iterator[Processes]:
         procs.stop_all()
 
 
+@pytest.mark.chaos  # reliability scenario 6 (docs/reliability.md)
 def test_two_beats_run_each_slot_once(beats, fx, fx_live):
     # given the fast schedule in beat's tables, and two beat processes on it
     sync_schedules([FAST])

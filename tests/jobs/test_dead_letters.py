@@ -60,7 +60,7 @@ def test_dead_letter_keeps_ids_not_pii():
     assert "abcdefgh12345" not in dead.message
     assert "alice@example.com" not in dead.traceback
     assert dead.kwargs == {"order_id": 7}
-    assert dead.headers == {"correlation_id": "req-1"}
+    assert dead.headers == {"request_id": "req-1"}
 
 
 def test_same_failure_on_different_objects_shares_a_fingerprint():

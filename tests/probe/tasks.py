@@ -30,7 +30,7 @@ def _record(task: Any, key: str, **extra: Any) -> int:
         "task_id": request.id,
         "attempt": getattr(request, "attempt", None),
         "root_id": getattr(request, "root_id", None),
-        "correlation_id": getattr(request, "correlation_id", None),
+        "request_id": getattr(request, "request_id", None),
         "enqueued_at": getattr(request, "enqueued_at", None),
         "pid": os.getpid(),
         "at": time.time(),
@@ -98,3 +98,9 @@ def hang(self: Any, key: str) -> None:
             time.sleep(1)
         except SoftTimeLimitExceeded:
             continue
+
+
+@app.task(base=BaseTask, bind=True, name="probe.leaky", queue=Queue.DEFAULT, policy=FAST_RETRY)
+def leaky(self: Any, email: str, token: str) -> None:
+    """Fails with personal data in its arguments and its message (the Sentry scrubbing test)."""
+    raise PermanentError(f"could not reach {email}, Authorization: Token {token}")

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from jobs import rescue
 from jobs.relay import Relay
+from jobs.worker import serve_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -41,4 +42,5 @@ class Command(BaseCommand):
         # SIGTERM/SIGINT: finish the batch in hand, then exit.
         signal.signal(signal.SIGTERM, lambda *_: relay.stop())
         signal.signal(signal.SIGINT, lambda *_: relay.stop())
+        serve_metrics()
         relay.run_forever()
