@@ -6,6 +6,7 @@ counts the delivery. It refuses a task id that already reached a terminal state
 (a duplicate delivery: its effect already happened) or that is running elsewhere.
 """
 
+import contextlib
 import os
 import socket
 import traceback
@@ -15,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from jobs.models import TaskRun
@@ -129,11 +130,37 @@ def begin(meta: TaskMeta, *, max_deliveries: int) -> tuple[Claim, int]:
     return Claim.RUN, deliveries
 
 
+# TaskRun rows are bookkeeping: a duplicate check and a delivery count, not the effect.
+# Outside a transaction they commit asynchronously (one round trip, no wait for the WAL
+# flush: ~0.35 ms less per task here). A PostgreSQL crash can lose the last fraction of a
+# second of them, which only means a task may run again; its effect is guarded by its own
+# ledger row (email delivery, vendor check, invoice hash, schedule slot), which commits
+# durably in the task's own transaction.
+_ASYNC_COMMIT = "BEGIN; SET LOCAL synchronous_commit TO off; {sql}; COMMIT"
+_FINISH_SQL = "UPDATE jobs_taskrun SET state = %s, finished_at = now(), error = %s WHERE task_id = %s"
+
+
+def _bookkeeping(sql: str, params: Any, *, returns: bool) -> tuple[Any, ...] | None:
+    with connection.cursor() as cursor:
+        if connection.in_atomic_block:  # part of the caller's transaction (a retry's outbox row)
+            cursor.execute(sql, params)
+            return cursor.fetchone() if returns else None
+        try:
+            cursor.execute(_ASYNC_COMMIT.format(sql=sql), params)
+        except DatabaseError:
+            with contextlib.suppress(DatabaseError):
+                cursor.execute("ROLLBACK")  # don't leave the session inside a failed BEGIN
+            raise
+        if not returns:
+            return None
+        cursor.nextset()  # past BEGIN
+        cursor.nextset()  # past SET LOCAL: the statement's own result
+        return tuple(cursor.fetchone() or ()) or None
+
+
 def _begin_once(params: dict[str, Any]) -> int | None:
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(_BEGIN_SQL, params)
-            row = cursor.fetchone()
+        row = _bookkeeping(_BEGIN_SQL, params, returns=True)
         return int(row[0]) if row else None
     return _begin_portable(params)
 
@@ -175,6 +202,9 @@ def _begin_portable(params: dict[str, Any]) -> int | None:
 
 
 def finish(task_id: str, state: TaskRun.State, error: str = "") -> None:
+    if connection.vendor == "postgresql":
+        _bookkeeping(_FINISH_SQL, [str(state), error[:4000], task_id], returns=False)
+        return
     TaskRun.objects.filter(task_id=task_id).update(
         state=state, finished_at=timezone.now(), error=error[:4000]
     )

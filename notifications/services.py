@@ -12,8 +12,11 @@ then the row is marked sent. SMTP 4xx and connection errors raise RetryableError
 5xx PermanentError (notifications/errors.py); the calling task's policy does the rest.
 """
 
+import contextlib
 import logging
+import os
 import re
+import smtplib
 import time
 from datetime import timedelta
 from enum import StrEnum
@@ -22,7 +25,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.mail import EmailMultiAlternatives, get_connection
-from django.db import transaction
+from django.core.mail.backends.base import BaseEmailBackend
+from django.db import connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -51,6 +55,24 @@ def claim_lease() -> timedelta:
     return timedelta(seconds=settings.EMAIL_TIMEOUT * 3)
 
 
+# One statement claims the row, creating it on first use: no lock is held across round trips,
+# and the common case (a first attempt) costs one round trip instead of five. PostgreSQL and
+# SQLite both speak this upsert.
+_CLAIM_SQL = """
+INSERT INTO notifications_emaildelivery AS d
+    (template, ledger_key, recipient_id, message_id, status, attempts, claimed_at, claimed_by,
+     last_error, created_at)
+VALUES (%(template)s, %(ledger_key)s, %(recipient)s, %(message_id)s, 'sending', 1, %(now)s,
+        %(task_id)s, '', %(now)s)
+ON CONFLICT (template, ledger_key) DO UPDATE
+    SET status = 'sending', claimed_at = %(now)s, claimed_by = %(task_id)s, attempts = d.attempts + 1
+    WHERE d.status <> 'sent'
+      AND (d.status <> 'sending' OR d.claimed_by = %(task_id)s OR d.claimed_at IS NULL
+           OR d.claimed_at <= %(lease_start)s)
+RETURNING id
+"""
+
+
 def _claim(*, template: str, ledger_key: str, recipient: User, task_id: str) -> EmailDelivery | None:
     """Returns the delivery claimed for sending, or None when it was already sent.
 
@@ -59,29 +81,30 @@ def _claim(*, template: str, ledger_key: str, recipient: User, task_id: str) -> 
     claimed by another task id is left alone until its lease ends.
     """
     now = timezone.now()
-    with transaction.atomic():
-        delivery, _ = EmailDelivery.objects.select_for_update().get_or_create(
-            template=template,
-            ledger_key=ledger_key,
-            defaults={"recipient": recipient, "message_id": message_id_for(template, ledger_key)},
+    message_id = message_id_for(template, ledger_key)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL,
+            {
+                "template": template,
+                "ledger_key": ledger_key,
+                "recipient": recipient.pk,
+                "message_id": message_id,
+                "now": now,
+                "task_id": task_id,
+                "lease_start": now - claim_lease(),
+            },
         )
-        if delivery.status == EmailDelivery.Status.SENT:
-            return None
-        if (
-            delivery.status == EmailDelivery.Status.SENDING
-            and delivery.claimed_by != task_id
-            and delivery.claimed_at
-            and delivery.claimed_at > now - claim_lease()
-        ):
-            # Another attempt (a duplicate delivery) is talking to the SMTP server right now.
-            wait = (delivery.claimed_at + claim_lease() - now).total_seconds()
-            raise Reschedule(max(wait, 1.0), f"email {delivery.pk} is being sent by another attempt")
-        delivery.status = EmailDelivery.Status.SENDING
-        delivery.claimed_at = now
-        delivery.claimed_by = task_id
-        delivery.attempts += 1
-        delivery.save(update_fields=["status", "claimed_at", "claimed_by", "attempts"])
-    return delivery
+        row = cursor.fetchone()
+    if row is not None:
+        return EmailDelivery(pk=row[0], template=template, ledger_key=ledger_key, message_id=message_id)
+    # Not claimed: either already sent, or another attempt holds a live claim.
+    current = EmailDelivery.objects.get(template=template, ledger_key=ledger_key)
+    if current.status == EmailDelivery.Status.SENT:
+        return None
+    # Another attempt (a duplicate delivery) is talking to the SMTP server right now.
+    wait = ((current.claimed_at or now) + claim_lease() - now).total_seconds()
+    raise Reschedule(max(wait, 1.0), f"email {current.pk} is being sent by another attempt")
 
 
 def _render(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
@@ -122,6 +145,47 @@ def _finish(
         )
 
 
+_smtp: dict[int, BaseEmailBackend] = {}  # one open connection per process (pool children fork)
+
+
+def _connection() -> tuple[BaseEmailBackend, bool]:
+    """This process's SMTP connection, kept open between emails (a new one costs a TCP
+    handshake and EHLO for every email, plus TLS and AUTH in production). Returns
+    (backend, reused)."""
+    backend = _smtp.get(os.getpid())
+    if backend is not None:
+        return backend, True
+    _smtp.clear()  # a connection inherited through fork belongs to the parent
+    backend = get_connection(timeout=settings.EMAIL_TIMEOUT)
+    backend.open()
+    _smtp[os.getpid()] = backend
+    return backend, False
+
+
+def _drop_connection() -> None:
+    backend = _smtp.pop(os.getpid(), None)
+    if backend is not None:
+        with contextlib.suppress(Exception):
+            backend.close()
+
+
+def _send(message: EmailMultiAlternatives) -> None:
+    backend, reused = _connection()
+    message.connection = backend
+    try:
+        message.send()
+    except smtplib.SMTPServerDisconnected:
+        _drop_connection()
+        if not reused:
+            raise
+        # The server closed the idle connection: one more try on a fresh one.
+        message.connection, _ = _connection()
+        message.send()
+    except Exception:
+        _drop_connection()  # the next email starts from a clean connection
+        raise
+
+
 def email_send(
     *, template: str, ledger_key: str, recipient: User, context: dict[str, Any], task_id: str = ""
 ) -> SendResult:
@@ -148,11 +212,10 @@ def email_send(
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[recipient.email],
         headers={"Message-ID": delivery.message_id, "X-Correlation-ID": correlation.get() or "-"},
-        connection=get_connection(timeout=settings.EMAIL_TIMEOUT),
     )
     message.attach_alternative(html, "text/html")
     try:
-        message.send()
+        _send(message)
     except Exception as exc:
         classified, code = classify_smtp(exc)
         outcome = (

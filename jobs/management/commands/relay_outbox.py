@@ -2,11 +2,12 @@
 
 import logging
 import signal
-import time
+import threading
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
+from django.db import close_old_connections, connection
 
 from jobs import rescue
 from jobs.relay import Relay
@@ -24,23 +25,23 @@ class Command(BaseCommand):
         parser.add_argument("--no-reaper", action="store_true", help="don't run the stuck-task reaper")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        last_reap = [0.0]
-
-        def housekeeping(_: Relay) -> None:
-            if time.monotonic() - last_reap[0] >= settings.TASKYARD_REAPER_INTERVAL_SECONDS:
-                last_reap[0] = time.monotonic()
-                try:
-                    rescue.reap()
-                except Exception:
-                    logger.exception("reaper failed; the relay keeps publishing")
-
-        relay = Relay(
-            batch_size=options["batch_size"],
-            poll_interval=options["poll_interval"],
-            on_cycle=None if options["no_reaper"] else housekeeping,
-        )
+        relay = Relay(batch_size=options["batch_size"], poll_interval=options["poll_interval"])
         # SIGTERM/SIGINT: finish the batch in hand, then exit.
         signal.signal(signal.SIGTERM, lambda *_: relay.stop())
         signal.signal(signal.SIGINT, lambda *_: relay.stop())
+        if not options["no_reaper"]:
+            threading.Thread(target=reaper_loop, args=(relay.stop_event,), name="reaper", daemon=True).start()
         serve_metrics()
         relay.run_forever()
+
+
+def reaper_loop(stop: threading.Event) -> None:
+    """The stuck-task reaper on its own thread (and database connection): its queries run
+    beside the publishing loop instead of delaying the next NOTIFY wake-up."""
+    while not stop.wait(settings.TASKYARD_REAPER_INTERVAL_SECONDS):
+        try:
+            rescue.reap()
+        except Exception:
+            logger.exception("reaper failed; the relay keeps publishing")
+            close_old_connections()
+    connection.close()
