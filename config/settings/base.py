@@ -214,6 +214,8 @@ CELERY_TASK_DEFAULT_QUEUE = Queue.DEFAULT.value
 CELERY_TASK_QUEUES = broker.task_queues(CELERY_BROKER_URL, delivery_limit=BROKER_DELIVERY_LIMIT)
 CELERY_TASK_CREATE_MISSING_QUEUES = False
 # Recycle children: bounded memory over long runs.
+# Celery's CLI reads these two variables itself (click's CELERY_ env prefix) and refuses 0:
+# to turn recycling off, set a number too large to reach.
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=10_000)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", default=300_000)  # KiB
 CELERY_BEAT_SCHEDULER = "jobs.beat:HeartbeatScheduler"  # DatabaseScheduler + heartbeat
