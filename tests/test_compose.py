@@ -1,0 +1,72 @@
+"""docker-compose.yml is valid and runs every Procfile process (Docker is not available
+here, so it is parsed and checked the way `docker compose config` would reject it)."""
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))
+
+
+def test_every_service_is_runnable_and_references_exist():
+    doc = compose()
+    services = doc["services"]
+    declared_volumes = set(doc.get("volumes", {}))
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        depends = service.get("depends_on", {})
+        for other in depends:  # a list, or a dict keyed by service
+            assert other in services, f"{name} depends on unknown {other}"
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0]
+            assert source.startswith(("/", ".")) or source in declared_volumes, f"{name}: volume {source}"
+
+
+def test_every_procfile_process_has_a_service():
+    services = compose()["services"]
+    for process in procfile():
+        assert process in services, f"Procfile process {process} has no compose service"
+
+
+def test_long_running_processes_have_health_checks():
+    services = compose()["services"]
+    for name in (
+        "postgres",
+        "redis",
+        "web",
+        "relay",
+        "beat",
+        "worker_emails",
+        "worker_kyc",
+        "worker_documents",
+        "worker_default",
+    ):
+        assert "healthcheck" in services[name], name
+        assert services[name]["healthcheck"]["test"], name
+    # workers check their own node name, which must match the -n of their command
+    for name in ("worker_emails", "worker_kyc", "worker_documents", "worker_default"):
+        service = services[name]
+        node = service["command"][service["command"].index("-n") + 1]
+        assert service["environment"]["CELERY_NODE"] == node
+
+
+def test_app_services_wait_for_the_release_step_and_share_private_files():
+    services = compose()["services"]
+    for name in ("web", "relay", "worker_emails", "worker_documents", "beat"):
+        assert services[name]["depends_on"]["release"]["condition"] == "service_completed_successfully"
+        assert any(v.endswith(":/app/var/private") for v in services[name]["volumes"]), name
+
+
+def test_no_secret_defaults_but_the_local_placeholders():
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "SENTRY_DSN: ${SENTRY_DSN:-}" in text
+    assert "FLOWER_BASIC_AUTH: ${FLOWER_BASIC_AUTH:-admin:change-me}" in text
