@@ -7,13 +7,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: help run test lint typecheck pytest chaos bench demo clean
+.PHONY: help run test lint typecheck pytest chaos bench demo os-tools clean
 
 help:
 	@echo "make run    start the whole stack (Ctrl-C stops it)"
 	@echo "make test   ruff + mypy + pytest (real PostgreSQL and Redis)"
 	@echo "make chaos  only the reliability (chaos) suite"
 	@echo "make bench  the benchmark report under bench/results/"
+	@echo "make demo   a guided tour of every pattern (needs make run in another terminal)"
 
 $(PY):
 	@py=$$(scripts/find-python.sh) && echo "creating $(VENV) with $$py" && "$$py" -m venv $(VENV)
@@ -26,6 +27,10 @@ $(VENV)/.test-installed: requirements/base.txt requirements/test.txt requirement
 
 $(VENV)/.local-installed: $(VENV)/.test-installed requirements/local.txt
 	$(PIP) install -r requirements/local.txt
+	@touch $@
+
+$(VENV)/.bench-installed: $(VENV)/.test-installed requirements/bench.txt
+	$(PIP) install -r requirements/bench.txt
 	@touch $@
 
 run: $(VENV)/.local-installed
@@ -45,6 +50,23 @@ test: lint typecheck pytest
 
 chaos: $(VENV)/.test-installed
 	$(VENV)/bin/pytest -m chaos $(PYTEST_ARGS)
+
+# The load tool is wrk (Debian package); installed here when missing and possible.
+bench: $(VENV)/.bench-installed
+	@command -v wrk >/dev/null || apt-get install -y -qq --no-install-recommends wrk >/dev/null || \
+		{ echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+# Optional OS packages some tests use when present (they skip, saying why, when absent):
+# chromium (the admin browser test), prometheus (promtool checks the alert rules), wrk (bench).
+os-tools:
+	@apt-get install -y -qq --no-install-recommends chromium prometheus wrk >/dev/null 2>&1 \
+		&& echo "os-tools: chromium, promtool, wrk installed" \
+		|| echo "os-tools: could not install chromium/prometheus/wrk; the tests that need them will skip"
+
+# With the stack from `make run` up (another terminal): every pattern, as a client sees it.
+demo: $(VENV)/.local-installed
+	$(PY) scripts/demo.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var/

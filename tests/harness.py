@@ -166,6 +166,7 @@ class Processes:
         concurrency: int = 2,
         extra: list[str] | None = None,
         redis_url: str | None = None,
+        idle_priority: bool = False,
         **env: str,
     ) -> Proc:
         """A real prefork worker; ready once its heartbeat key appears (in `redis_url`'s Redis)."""
@@ -176,7 +177,10 @@ class Processes:
             "-P", "prefork", "-n", nodename, "--without-gossip", "--without-mingle", "-l", "INFO",
             *(extra or []),
         ]  # fmt: skip
-        proc = self.spawn(f"worker-{name}", argv, **env)
+        # idle_priority: SCHED_IDLE, CPU only when nothing else wants it (the benchmark's stand-in
+        # for a worker that has its own machine in a deployment).
+        prefix = ["chrt", "--idle", "0"] if idle_priority else []
+        proc = self.spawn(f"worker-{name}", [*prefix, *argv], **env)
         client = redis.Redis.from_url(redis_url) if redis_url else redis_client()
         wait_until(
             lambda: client.exists(f"taskyard:alive:{nodename}:{proc.pid}") or not proc.alive(),

@@ -1,0 +1,349 @@
+"""Turns bench/run.py's results into bench/results/<date>.md, PNG plots and a short table."""
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display: files only
+import matplotlib.pyplot as plt
+
+NAMES = {"a": "a create only", "b": "b outbox", "c": "c .delay()", "d": "d synchronous"}
+
+
+def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
+    """(goal, target, measured, met) rows; None when the scenario did not run."""
+    rows: list[tuple[str, str, str, bool | None]] = []
+    if "s1" in r:
+        s = r["s1"]["summary"]
+        level = 16 if 16 in s["a"] or "16" in s["a"] else r["s1"]["levels"][0]
+        a, b, d = (s[v][level] for v in ("a", "b", "d"))
+        rows.append(
+            (
+                "order create throughput, outbox vs create only",
+                ">= 0.85x",
+                f"{b['rps'] / a['rps']:.2f}x",
+                b["rps"] / a["rps"] >= 0.85,
+            )
+        )
+        rows.append(
+            (
+                "order create p99, outbox vs create only",
+                "<= 1.5x",
+                f"{b['p99_ms'] / a['p99_ms']:.2f}x",
+                b["p99_ms"] / a["p99_ms"] <= 1.5,
+            )
+        )
+        rows.append(
+            (
+                "order create throughput, outbox vs synchronous",
+                ">= 30x",
+                f"{b['rps'] / d['rps']:.0f}x",
+                b["rps"] / d["rps"] >= 30,
+            )
+        )
+    if "s2_publish" in r:
+        p = r["s2_publish"]
+        rows.append(
+            (
+                "relay publish rate vs apply_async loop",
+                ">= 2x",
+                f"{p['relay'] / p['apply_async']:.2f}x",
+                p["relay"] / p["apply_async"] >= 2,
+            )
+        )
+    if "s2_latency" in r:
+        o = r["s2_latency"]["outbox"]
+        rows.append(
+            (
+                "commit-to-task-start p99 at 50/s (outbox)",
+                "<= 10 ms",
+                f"{o['p99_ms']:.1f} ms",
+                o["p99_ms"] <= 10,
+            )
+        )
+    if "s3" in r:
+        for e in r["s3"]["runs"]:
+            rows.append(
+                (
+                    f"POST -> email in sink p99 at {e['rate']:.0f}/s",
+                    "<= 100 ms",
+                    f"{e['p99_ms']:.0f} ms",
+                    e["p99_ms"] <= 100,
+                )
+            )
+        accepted = sum(e["accepted"] for e in r["s3"]["runs"])
+        delivered = sum(e["delivered"] for e in r["s3"]["runs"])
+        rows.append(
+            (
+                "emails delivered = orders accepted (once each)",
+                "equal",
+                f"{delivered} / {accepted}, {r['s3']['duplicates']} duplicates",
+                delivered == accepted and r["s3"]["duplicates"] == 0,
+            )
+        )
+    if "s4_throughput" in r:
+        t = r["s4_throughput"]
+        rows.append(
+            (
+                "no-op throughput, base task vs plain Celery",
+                ">= 0.8x",
+                f"{t['base'] / t['plain']:.2f}x",
+                t["base"] / t["plain"] >= 0.8,
+            )
+        )
+    if "s4_rss" in r:
+        m = r["s4_rss"]
+        rows.append(
+            (
+                f"worker RSS growth over {m['tasks']:,} tasks",
+                "< 5 %",
+                f"{m['growth_pct']:.1f} %",
+                m["growth_pct"] < 5,
+            )
+        )
+    return rows
+
+
+def cpu_rows(runs: list[dict[str, Any]]) -> list[list[str]]:
+    roles = sorted(
+        {role for e in runs for role in e["cpu_pct"]},
+        key=lambda k: -max(e["cpu_pct"].get(k, 0) for e in runs),
+    )
+    rows = [["role", *[f"{e['rate']:.0f}/s" for e in runs]]]
+    rows += [[role, *[f"{e['cpu_pct'].get(role, 0):.0f}" for e in runs]] for role in roles]
+    rows.append(["total", *[f"{sum(e['cpu_pct'].values()):.0f}" for e in runs]])
+    return rows
+
+
+def plots(r: dict[str, Any], out: Path, stem: str) -> list[str]:
+    made = []
+    if "s1" in r:
+        s, levels = r["s1"]["summary"], r["s1"]["levels"]
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        width = 0.2
+        for i, variant in enumerate("abcd"):
+            xs = [n + (i - 1.5) * width for n in range(len(levels))]
+            left.bar(xs, [s[variant][level]["rps"] for level in levels], width, label=NAMES[variant])
+            right.bar(xs, [s[variant][level]["p99_ms"] for level in levels], width, label=NAMES[variant])
+        for axis, title in ((left, "POST /api/orders throughput (req/s)"), (right, "p99 latency (ms, log)")):
+            axis.set_xticks(range(len(levels)), [f"{level} conns" for level in levels])
+            axis.set_title(title)
+        right.set_yscale("log")
+        left.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / f"{stem}-orders.png", dpi=110)
+        plt.close(fig)
+        made.append(f"{stem}-orders.png")
+    if "s3" in r:
+        fig, axis = plt.subplots(figsize=(6, 3.5))
+        for e in r["s3"]["runs"]:
+            values = sorted(e["latencies"])
+            axis.plot(
+                values, [i / len(values) for i in range(len(values))], label=f"{e['rate']:.0f} orders/s"
+            )
+        axis.set_xscale("log")
+        axis.set_xlabel("POST -> email in the SMTP sink (ms, log)")
+        axis.set_ylabel("fraction of orders")
+        axis.set_title("End to end (CDF)")
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out / f"{stem}-e2e.png", dpi=110)
+        plt.close(fig)
+        made.append(f"{stem}-e2e.png")
+    if "s4_rss" in r:
+        fig, axis = plt.subplots(figsize=(6, 3.5))
+        done, rss = zip(*r["s4_rss"]["samples"], strict=True)
+        axis.plot(done, [x / 1024 for x in rss], marker=".")
+        axis.set_xlabel("tasks run")
+        axis.set_ylabel("worker RSS, main + 2 children (MiB)")
+        axis.set_ylim(bottom=0)
+        axis.set_title("Worker memory, children never recycled")
+        fig.tight_layout()
+        fig.savefig(out / f"{stem}-rss.png", dpi=110)
+        plt.close(fig)
+        made.append(f"{stem}-rss.png")
+    return made
+
+
+def table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return "\n".join(lines)
+
+
+def write_report(r: dict[str, Any], out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = datetime.now(UTC).strftime("%Y-%m-%d")
+    images = plots(r, out, stem)
+    checks = goals(r)
+    parts = [f"# Benchmark {stem}{' (quick run)' if r.get('quick') else ''}", ""]
+    parts += ["Machine: " + ", ".join(f"{k} {v}" for k, v in r["machine"].items()), ""]
+    parts += [f"Run {r['started']} to {r.get('finished', '?')}. Reproduce: `make bench`.", ""]
+    parts += [
+        "## Goals",
+        "",
+        table(
+            [["goal", "target", "measured", "met"]]
+            + [[g, t, m, {True: "yes", False: "**no**", None: "-"}[ok]] for g, t, m, ok in checks]
+        ),
+        "",
+    ]
+    if "s1" in r:
+        s = r["s1"]
+        parts += [
+            "## S1 order creation (POST /api/orders, gunicorn 2 sync workers, wrk)",
+            "",
+            (
+                f"Median of {s['reps']} interleaved runs of {s['seconds']} s per cell (d: 1 run). No relay or worker "
+                "runs during S1, so background work does not compete for the 2 cores; (d) talks to the SMTP sink, "
+                "renders the PDF and calls a fake vendor with 200 ms latency inside the request."
+            ),
+            "",
+        ]
+        rows = [["variant", "conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "vs a"]]
+        for variant in "abcd":
+            for level in s["levels"]:
+                cell = s["summary"][variant][level]
+                base = s["summary"]["a"][level]["rps"]
+                rows.append(
+                    [
+                        NAMES[variant],
+                        str(level),
+                        f"{cell['rps']:.0f}",
+                        f"{cell['p50_ms']:.1f}",
+                        f"{cell['p95_ms']:.1f}",
+                        f"{cell['p99_ms']:.1f}",
+                        f"{cell['rps'] / base:.2f}x",
+                    ]
+                )
+        parts += [table(rows), ""]
+    if "s2_publish" in r:
+        p = r["s2_publish"]
+        parts += [
+            "## S2 publishing and commit-to-start latency",
+            "",
+            f"{p['count']:,} messages to Redis, median of repeats:",
+            "",
+        ]
+        parts += [
+            table(
+                [
+                    ["publisher", "msg/s"],
+                    ["relay (SKIP LOCKED batches of 500, Producer.batch)", f"{p['relay']:.0f}"],
+                    ["loop of apply_async", f"{p['apply_async']:.0f}"],
+                ]
+            ),
+            "",
+        ]
+    if "s2_latency" in r:
+        rows = [["enqueue", "n", "p50 ms", "p95 ms", "p99 ms"]]
+        for mode, figures in r["s2_latency"].items():
+            rows.append(
+                [
+                    mode,
+                    str(figures["n"]),
+                    f"{figures['p50_ms']:.1f}",
+                    f"{figures['p95_ms']:.1f}",
+                    f"{figures['p99_ms']:.1f}",
+                ]
+            )
+        parts += [
+            "Commit to task start at 50 tasks/s (relay woken by NOTIFY; worker with 2 children):",
+            "",
+            table(rows),
+            "",
+        ]
+    if "s3" in r:
+        rows = [
+            ["orders/s", "seconds", "accepted", "failed requests", "delivered", "p50 ms", "p95 ms", "p99 ms"]
+        ]
+        for e in r["s3"]["runs"]:
+            rows.append(
+                [
+                    f"{e['rate']:.0f}",
+                    str(e["seconds"]),
+                    str(e["accepted"]),
+                    str(e["failed_requests"]),
+                    str(e["delivered"]),
+                    f"{e['p50_ms']:.0f}",
+                    f"{e['p95_ms']:.0f}",
+                    f"{e['p99_ms']:.0f}",
+                ]
+            )
+        parts += [
+            "## S3 end to end",
+            "",
+            (
+                "POST /api/orders at fixed arrival rates (open loop); latency = request start to the email's "
+                "arrival in the SMTP sink. One stack for all rates: gunicorn, the relay, an email worker with "
+                "4 children and a documents worker (invoice PDFs) with 1 child in the idle CPU class (SCHED_IDLE), all sharing the "
+                "machine's cores with PostgreSQL, Redis, the SMTP sink and the load generator. Each rate starts "
+                f"from an idle pipeline. Duplicate emails over all rates: {r['s3']['duplicates']}."
+            ),
+            "",
+            table(rows),
+            "",
+            f"CPU by role while requests arrived (% of one core; the machine has {r.get('machine', {}).get('cpus', '?')} cores):",
+            "",
+            table(cpu_rows(r["s3"]["runs"])),
+            "",
+        ]
+    if "s4_throughput" in r:
+        t = r["s4_throughput"]
+        parts += [
+            "## S4 workers",
+            "",
+            f"{t['count']:,} no-op tasks (each increments a Redis counter), 2 pool children, median of repeats:",
+            "",
+        ]
+        parts += [
+            table(
+                [
+                    ["task", "tasks/s"],
+                    ["plain Celery task", f"{t['plain']:.0f}"],
+                    ["project base task (TaskRun claim + finish)", f"{t['base']:.0f}"],
+                ]
+            ),
+            "",
+        ]
+    if "s4_rss" in r:
+        m = r["s4_rss"]
+        parts += [
+            f"RSS (main + children, max-tasks-per-child off): {m['rss_after_warmup_kib'] / 1024:.1f} MiB after warm-up, {m['rss_end_kib'] / 1024:.1f} MiB after {m['tasks']:,} tasks ({m['growth_pct']:+.1f} %).",
+            "",
+        ]
+    if "s5" in r:
+        s5 = r["s5"]
+        parts += [
+            "## S5 scaling",
+            "",
+            table(
+                [
+                    ["setup", "figure"],
+                    ["1 pool process", f"{s5['one_process']:.0f} tasks/s"],
+                    [
+                        "2 pool processes",
+                        f"{s5['two_processes']:.0f} tasks/s ({s5['two_processes'] / s5['one_process']:.2f}x)",
+                    ],
+                    [
+                        f"{s5['backlog']:,} backlog, drain incl. worker start",
+                        f"{s5['backlog_seconds']:.1f} s ({s5['backlog_rate']:.0f}/s)",
+                    ],
+                ]
+            ),
+            "",
+        ]
+    parts += [f"![{name}]({name})" for name in images]
+    path = out / f"{stem}.md"
+    path.write_text("\n".join(parts) + "\n")
+    raw = dict(r)
+    if "s3" in raw:
+        runs = [{k: v for k, v in e.items() if k != "latencies"} for e in raw["s3"]["runs"]]
+        raw["s3"] = {**raw["s3"], "runs": runs}
+    (out / f"{stem}.json").write_text(json.dumps(raw, indent=1, default=str))
+    print(table([["goal", "target", "measured", "met"]] + [[g, t, m, str(ok)] for g, t, m, ok in checks]))
+    return path
