@@ -362,7 +362,7 @@ if isinstance(_private_storage, dict) and isinstance(_private_storage.get("OPTIO
 
 # --- Django tasks -----------------------------------------------------------
 # Django's task API (`@task` + `.enqueue()`) on the outbox and the Celery workers
-# (jobs/tasks_backend.py; docs/notes/django-tasks-readme.md). QUEUES: every declared queue.
+# (jobs/tasks_backend.py; README "Using Django's task API"). QUEUES: every declared queue.
 # MAX_RETURN_VALUE_BYTES caps the JSON return value kept in TaskRun for get_result().
 TASKS = {
     "default": {

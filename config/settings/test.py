@@ -38,6 +38,9 @@ STORAGES = {
     },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# No collectstatic in tests: WhiteNoise serves the apps' static files from the finders.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True
 
 # Test-only tasks that record their runs (tests/probe); never installed elsewhere.
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.probe"]
