@@ -234,7 +234,7 @@ class Demo:
             job = self.api.get(job_url, timeout=10).json()
             filled = job["progress"] // 5
             print(
-                f"\r    [{'#' * filled}{'.' * (20 - filled)}] {job['progress']:3d}% {job['progress_message']:<30}",
+                f"\r    [{'#' * filled}{'.' * (20 - filled)}] {job['progress']:3d}% {job['progress_message'] or job['state']:<30}",
                 end="",
             )
             return job if job["state"] in ("succeeded", "failed", "dead") else None
@@ -274,6 +274,8 @@ class Demo:
             for line in text.splitlines()
             if line.startswith("taskyard_tasks_total{") and 'outcome="succeeded"' in line
         )
+        if done < 1:  # the demo's own orders ran tasks: a worker's counters are not reaching /metrics
+            raise StepFailed("/metrics counts no succeeded task (is PROMETHEUS_MULTIPROC_DIR shared?)")
         dead = [line for line in text.splitlines() if line.startswith("taskyard_dead_letters_open{")]
         auth = tuple(os.environ.get("FLOWER_BASIC_AUTH", _flower_auth()).split(":", 1))
         workers = requests.get(f"{FLOWER}/api/workers", auth=auth, timeout=10).json()  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ start it and stop.
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -107,6 +108,11 @@ def main() -> None:
     env.setdefault("FLOWER_BASIC_AUTH", flower_auth())
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
+
+    # Metrics files of processes from an earlier run would keep adding to /metrics: start empty.
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(VAR / "prometheus"))
+    shutil.rmtree(env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
+    Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True)
 
     say("migrating ...")
     manage(env, "migrate", "--noinput")

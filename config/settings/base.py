@@ -5,6 +5,7 @@ Every value that differs between deployments comes from the environment
 """
 
 import os
+import sys
 from pathlib import Path
 
 import django_stubs_ext
@@ -19,6 +20,12 @@ PROMETHEUS_MULTIPROC_DIR = os.environ.setdefault(
     "PROMETHEUS_MULTIPROC_DIR", env("PROMETHEUS_MULTIPROC_DIR", default=str(BASE_DIR / "var" / "prometheus"))
 )
 Path(PROMETHEUS_MULTIPROC_DIR).mkdir(parents=True, exist_ok=True)
+if "prometheus_client.values" in sys.modules:
+    # Too late for "before": the `celery` command imports it (Flower's CLI plugin) before these
+    # settings load, and it picks per-process or shared values on import. Pick again, before
+    # our metrics exist, or a worker's task counters never reach /metrics.
+    _values = sys.modules["prometheus_client.values"]
+    _values.ValueClass = _values.get_value_class()  # type: ignore[attr-defined]
 METRICS_TOKEN = env("METRICS_TOKEN", default="")  # scrapers send "Authorization: Bearer <token>"
 METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
 # Worker and relay processes on hosts without a web process serve their own /metrics here.

@@ -1,13 +1,17 @@
 """/metrics: protected, Prometheus text, figures that move when work happens."""
 
+import subprocess
+import sys
 import uuid
 
 import pytest
 from django.db import transaction
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from jobs import outbox
-from tests.harness import wait_until
+from tests.harness import ROOT, child_env, wait_until
 from tests.jobs.test_admin import make_dead_letter
 from tests.probe.tasks import records
 
@@ -119,3 +123,28 @@ def test_outbox_backlog_then_queue_depth_and_oldest_age(isolated, client):
     )
     assert value(samples, "taskyard_queue_depth", queue="default") == 4
     assert value(samples, "taskyard_queue_depth", queue="emails") == 0
+
+
+def test_a_process_that_imported_prometheus_client_before_the_settings_still_shares_its_figures():
+    # given a process started like `celery -A config worker` under `make run` or the Procfile:
+    # prometheus_client already imported (Flower's CLI plugin does it) when the settings set
+    # PROMETHEUS_MULTIPROC_DIR, which is not in its environment
+    env = {k: v for k, v in child_env().items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    code = (
+        "import os, prometheus_client, django\n"
+        "assert 'PROMETHEUS_MULTIPROC_DIR' not in os.environ\n"
+        "django.setup()\n"
+        "from jobs.metrics import TASK_EVENTS\n"
+        "TASK_EVENTS.labels(task='probe.imported_first', outcome='succeeded').inc()\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
+    # then its counter is in the shared directory, where /metrics adds up every process
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(shared_registry()).decode())}
+    samples = families["taskyard_tasks"].samples
+    assert any(s.labels.get("task") == "probe.imported_first" and s.value == 1 for s in samples)
+
+
+def shared_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)
+    return registry
