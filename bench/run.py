@@ -260,6 +260,23 @@ def s1_orders(bench: Bench) -> None:
     bench.results["s1"] = {"levels": levels, "seconds": seconds, "reps": reps, "summary": summary}
 
 
+def paired(
+    first: Callable[[], float], second: Callable[[], float], *, reps: int
+) -> tuple[list[float], list[float]]:
+    """Run two measurements side by side `reps` times, alternating which goes first, so a
+    machine that drifts (other tenants, CPU boost) weighs on both equally. The report takes
+    the median of the per-pair ratios."""
+    a, b = [], []
+    for rep in range(reps):
+        if rep % 2:
+            b.append(second())
+            a.append(first())
+        else:
+            a.append(first())
+            b.append(second())
+    return a, b
+
+
 # --- S2 relay publish rate; commit-to-start latency ------------------------------------
 def s2_relay(bench: Bench) -> None:
     from django.db import transaction
@@ -269,8 +286,8 @@ def s2_relay(bench: Bench) -> None:
     from jobs.relay import Relay
 
     count = 5000 if bench.quick else 20000
-    relay_rates, loop_rates = [], []
-    for rep in range(1 if bench.quick else 3):
+
+    def relay_rate() -> float:
         bench.reset_data()
         for start in range(0, count, 1000):
             with transaction.atomic(), outbox.batch():
@@ -281,20 +298,24 @@ def s2_relay(bench: Bench) -> None:
         published = 0
         while (n := relay.relay_once()) > 0:
             published += n
-        relay_rates.append(published / (time.perf_counter() - started))
+        return published / (time.perf_counter() - started)
+
+    def loop_rate() -> float:
         bench.reset_data()
         started = time.perf_counter()
         for _ in range(count):
             tasks.noop.apply_async()
-        loop_rates.append(count / (time.perf_counter() - started))
-        say(
-            f"S2 publish rep {rep + 1}: relay {relay_rates[-1]:.0f} msg/s, apply_async loop {loop_rates[-1]:.0f} msg/s"
-        )
+        return count / (time.perf_counter() - started)
+
+    relay_rates, loop_rates = paired(relay_rate, loop_rate, reps=1 if bench.quick else 5)
+    for rep, (r, loop) in enumerate(zip(relay_rates, loop_rates, strict=True)):
+        say(f"S2 publish rep {rep + 1}: relay {r:.0f} msg/s, apply_async loop {loop:.0f} msg/s")
     bench.reset_data()
     bench.results["s2_publish"] = {
         "count": count,
         "relay": statistics.median(relay_rates),
         "apply_async": statistics.median(loop_rates),
+        "ratios": [r / loop for r, loop in zip(relay_rates, loop_rates, strict=True)],
     }
     bench.results["s2_latency"] = commit_to_start(bench, rate=50, seconds=10 if bench.quick else 20)
 
@@ -388,7 +409,7 @@ def s3_end_to_end(bench: Bench) -> None:
         cpu_before, window_start = cpu_seconds(roots), time.perf_counter()
         sent, failures = s3_send(bench, port, rate, seconds)
         window = time.perf_counter() - window_start
-        cpu = {k: (v - cpu_before.get(k, 0.0)) / window * 100 for k, v in cpu_seconds(roots).items()}
+        cpu = {k: v / window * 100 for k, v in cpu_by_role(cpu_before, cpu_seconds(roots)).items()}
         s3_settle(sent, arrivals)
         got = arrivals()
         latencies = [(got[o] - t) * 1000 for o, t in sent.items()]
@@ -417,9 +438,23 @@ def s3_end_to_end(bench: Bench) -> None:
     bench.reset_data()
 
 
-def cpu_seconds(roots: dict[int, str]) -> dict[str, float]:
-    """CPU seconds used so far, by role: each process counts toward its nearest spawned
-    ancestor in `roots` (pid -> role), else PostgreSQL, Redis, this load generator or other."""
+def cpu_by_role(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds per role between two `cpu_seconds` readings, process by process: a process
+    that exited in between (a PostgreSQL backend, say) drops out instead of making its role's
+    figure negative; one born in between counts from zero."""
+    totals: dict[str, float] = {}
+    for pid, (role, used) in after.items():
+        start = before.get(pid, (role, 0.0))[1]
+        totals[role] = totals.get(role, 0.0) + max(0.0, used - start)
+    return totals
+
+
+def cpu_seconds(roots: dict[int, str]) -> dict[int, tuple[str, float]]:
+    """CPU seconds each process used so far, with its role: each process counts toward its
+    nearest spawned ancestor in `roots` (pid -> role), else PostgreSQL, Redis, this load
+    generator or other."""
     tick = os.sysconf("SC_CLK_TCK")
     procs: dict[int, tuple[int, str, float]] = {}
     for entry in Path("/proc").iterdir():
@@ -432,7 +467,7 @@ def cpu_seconds(roots: dict[int, str]) -> dict[str, float]:
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
         procs[int(entry.name)] = (int(fields[1]), comm, (int(fields[11]) + int(fields[12])) / tick)
-    totals: dict[str, float] = {}
+    out: dict[int, tuple[str, float]] = {}
     for pid, (_, comm, used) in procs.items():
         role, cursor = None, pid
         while cursor in procs and role is None:
@@ -446,8 +481,8 @@ def cpu_seconds(roots: dict[int, str]) -> dict[str, float]:
                 if comm.startswith("redis")
                 else "other"
             )
-        totals[role] = totals.get(role, 0.0) + used
-    return totals
+        out[pid] = (role, used)
+    return out
 
 
 def s3_settle(sent: dict[int, float], arrivals: Callable[[], dict[int, float]]) -> None:
@@ -462,16 +497,15 @@ def invoices_ready(orders: dict[int, float]) -> int:
     return Invoice.objects.filter(order_id__in=list(orders), status=Invoice.Status.READY).count()
 
 
-def s3_send(bench: Bench, port: int, rate: float, seconds: float) -> tuple[dict[int, float], int]:
+def s3_send(bench: Bench, port: int, rate: float, seconds: float) -> tuple[dict[int, float], dict[str, int]]:
     """Open-loop arrivals: one thread per request, started on schedule whatever came back."""
     body = {"lines": [{"sku": "MUG-RED", "quantity": 2, "unit_price": "9.99", "currency": "EUR"}]}
     sent: dict[int, float] = {}
-    failures = 0
+    failures: dict[str, int] = {}  # reason -> count: "timeout (10 s)", "HTTP 503", ...
     lock = threading.Lock()
     session = threading.local()
 
     def post() -> None:
-        nonlocal failures
         if not hasattr(session, "s"):
             session.s = requests.Session()
         started = time.time()
@@ -482,14 +516,16 @@ def s3_send(bench: Bench, port: int, rate: float, seconds: float) -> tuple[dict[
                 headers={"Authorization": f"Token {bench.token}"},
                 timeout=10,
             )
-            ok = response.status_code == 201
-        except requests.RequestException:
-            ok = False
+            reason = "" if response.status_code == 201 else f"HTTP {response.status_code}"
+        except requests.Timeout:
+            reason = "timeout (10 s)"
+        except requests.RequestException as exc:
+            reason = type(exc).__name__
         with lock:
-            if ok:
-                sent[response.json()["id"]] = started
+            if reason:
+                failures[reason] = failures.get(reason, 0) + 1
             else:
-                failures += 1
+                sent[response.json()["id"]] = started
 
     threads: list[threading.Thread] = []
     interval, next_at = 1.0 / rate, time.perf_counter()
@@ -555,15 +591,18 @@ def rss_of_tree(pid: int) -> int:
 
 def s4_workers(bench: Bench) -> None:
     count = 3000 if bench.quick else 10000
-    base, plain = [], []
-    for rep in range(1 if bench.quick else 3):
-        plain.append(drain(bench, "bench.noop_plain", count, 2))
-        base.append(drain(bench, "bench.noop", count, 2))
-        say(f"S4 drain rep {rep + 1}: plain {plain[-1]:.0f}/s, base task {base[-1]:.0f}/s")
+    base, plain = paired(
+        lambda: drain(bench, "bench.noop", count, 2),
+        lambda: drain(bench, "bench.noop_plain", count, 2),
+        reps=1 if bench.quick else 5,
+    )
+    for rep, (b, p) in enumerate(zip(base, plain, strict=True)):
+        say(f"S4 drain rep {rep + 1}: plain {p:.0f}/s, base task {b:.0f}/s")
     bench.results["s4_throughput"] = {
         "count": count,
         "plain": statistics.median(plain),
         "base": statistics.median(base),
+        "ratios": [b / p for b, p in zip(base, plain, strict=True)],
     }
 
     # RSS over many tasks, children never recycled (so a leak would show; Celery refuses 0 for off)
