@@ -139,7 +139,9 @@ def test_a_process_that_imported_prometheus_client_before_the_settings_still_sha
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=60)
     # then its counter is in the shared directory, where /metrics adds up every process
-    families = {f.name: f for f in text_string_to_metric_families(generate_latest(shared_registry()).decode())}
+    families = {
+        f.name: f for f in text_string_to_metric_families(generate_latest(shared_registry()).decode())
+    }
     samples = families["taskyard_tasks"].samples
     assert any(s.labels.get("task") == "probe.imported_first" and s.value == 1 for s in samples)
 
