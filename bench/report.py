@@ -145,10 +145,7 @@ def plots(r: dict[str, Any], out: Path, stem: str) -> list[str]:
             axis.set_title(title)
         right.set_yscale("log")
         left.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(out / f"{stem}-orders.png", dpi=110)
-        plt.close(fig)
-        made.append(f"{stem}-orders.png")
+        made.append(save(fig, out / f"{stem}-orders.png"))
     if "s3" in r:
         fig, axis = plt.subplots(figsize=(6, 3.5))
         for e in r["s3"]["runs"]:
@@ -162,10 +159,7 @@ def plots(r: dict[str, Any], out: Path, stem: str) -> list[str]:
         axis.set_title("End to end (CDF)")
         axis.legend(fontsize=8)
         axis.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out / f"{stem}-e2e.png", dpi=110)
-        plt.close(fig)
-        made.append(f"{stem}-e2e.png")
+        made.append(save(fig, out / f"{stem}-e2e.png"))
     if "s4_rss" in r:
         fig, axis = plt.subplots(figsize=(6, 3.5))
         done, rss = zip(*r["s4_rss"]["samples"], strict=True)
@@ -174,11 +168,15 @@ def plots(r: dict[str, Any], out: Path, stem: str) -> list[str]:
         axis.set_ylabel("worker RSS, main + 2 children (MiB)")
         axis.set_ylim(bottom=0)
         axis.set_title("Worker memory, children never recycled")
-        fig.tight_layout()
-        fig.savefig(out / f"{stem}-rss.png", dpi=110)
-        plt.close(fig)
-        made.append(f"{stem}-rss.png")
+        made.append(save(fig, out / f"{stem}-rss.png"))
     return made
+
+
+def save(fig: Any, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
 
 
 def table(rows: list[list[str]]) -> str:

@@ -189,14 +189,9 @@ def _get(url: str, **kwargs: Any) -> Any:
 
 
 def wait(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+    from tests.harness import wait_until  # the tests' bounded wait: a condition, never a bare sleep
+
+    return wait_until(predicate, timeout=timeout, interval=interval, message=what)
 
 
 def started_at_least(client: Any, count: int) -> Callable[[], bool]:
