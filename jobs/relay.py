@@ -141,6 +141,10 @@ class Relay:
                     headers={**row.headers, "enqueued_at": enqueued_at},
                     producer=producer,
                     retry=False,  # the relay owns retrying: rows stay in the table
+                    # The outbox admits only small JSON scalars: plain repr() is safe, and
+                    # Celery's saferepr was a fifth of the relay's cost per message.
+                    argsrepr=repr(row.args),
+                    kwargsrepr=repr(row.kwargs),
                 )
 
     def mark_sent(self, rows: list[Claimed]) -> None:
