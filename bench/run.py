@@ -570,18 +570,9 @@ def drain(bench: Bench, task: str, count: int, concurrency: int, preload: bool =
 
 def rss_of_tree(pid: int) -> int:
     """Resident memory (KiB) of a process and its children."""
-    total = 0
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(p) for p in children.read_text().split()]
-    for p in pids:
-        status = Path(f"/proc/{p}/status")
-        if status.exists():
-            for line in status.read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
+    from tests.harness import children_of, rss_bytes
+
+    return sum(rss_bytes(p) for p in [pid, *children_of(pid)]) // 1024
 
 
 def s4_workers(bench: Bench) -> None:

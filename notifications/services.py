@@ -170,20 +170,20 @@ def _drop_connection() -> None:
 
 
 def _send(message: EmailMultiAlternatives) -> None:
-    backend, reused = _connection()
-    message.connection = backend
-    try:
-        message.send()
-    except smtplib.SMTPServerDisconnected:
-        _drop_connection()
-        if not reused:
+    while True:
+        message.connection, reused = _connection()
+        try:
+            message.send()
+        except smtplib.SMTPServerDisconnected:
+            _drop_connection()
+            if not reused:
+                raise
+            # The server closed the idle connection: one more try, on a fresh one.
+        except Exception:
+            _drop_connection()  # the next email starts from a clean connection
             raise
-        # The server closed the idle connection: one more try on a fresh one.
-        message.connection, _ = _connection()
-        message.send()
-    except Exception:
-        _drop_connection()  # the next email starts from a clean connection
-        raise
+        else:
+            return
 
 
 def email_send(

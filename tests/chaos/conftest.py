@@ -322,11 +322,6 @@ def _answers(url: str) -> bool:
         return False
 
 
-def children_of(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
 @pytest.fixture
 def chaos(stack: Any, transactional_db: None, tmp_path: Path) -> Iterator[Any]:
     """Builds a ChaosStack on demand (the shared test stack is stopped first)."""

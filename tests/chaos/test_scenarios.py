@@ -16,8 +16,8 @@ from django.db import transaction
 from jobs import outbox
 from jobs.dead_letters import dead_letter_replay
 from jobs.models import DeadLetter, TaskRun
-from tests.chaos.conftest import children_of, kill_group, record_result
-from tests.harness import wait_until
+from tests.chaos.conftest import kill_group, record_result
+from tests.harness import children_of, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -9,32 +9,14 @@ exactly; the children's and the main process' RSS are sampled from /proc meanwhi
 
 import math
 import threading
-from pathlib import Path
 
 from django.db.models import Count
 
 from config.celery_app import app
 from jobs.models import TaskRun
-from tests.harness import Processes, wait_until
+from tests.harness import Processes, children_of, rss_bytes, wait_until
 
 MiB = 2**20
-
-
-def rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0
-
-
-def children_of(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except FileNotFoundError:
-        return []
 
 
 class RssSampler(threading.Thread):
