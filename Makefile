@@ -1,6 +1,6 @@
 # taskyard: two commands set everything up on a fresh clone.
 #   make run   the whole stack locally (API, relay, workers, beat, Flower, fakes)
-#   make test  ruff + mypy + pytest against the real PostgreSQL and Redis
+#   make test  ruff + vulture + mypy + pytest against the real PostgreSQL and Redis
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 VENV := .venv
@@ -11,7 +11,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 help:
 	@echo "make run    start the whole stack (Ctrl-C stops it)"
-	@echo "make test   ruff + mypy + pytest (real PostgreSQL and Redis)"
+	@echo "make test   ruff + vulture + mypy + pytest (real PostgreSQL and Redis)"
 	@echo "make chaos  only the reliability (chaos) suite"
 	@echo "make bench  the benchmark report under bench/results/"
 	@echo "make demo   a guided tour of every pattern (needs make run in another terminal)"
@@ -39,6 +39,7 @@ run: $(VENV)/.local-installed
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/vulture
 
 typecheck: $(VENV)/.test-installed
 	$(VENV)/bin/mypy .

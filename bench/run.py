@@ -109,7 +109,7 @@ class Bench:
         from django.db import connections
 
         connections.close_all()
-        from config.testing import release_run_resources
+        from tests.isolation import release_run_resources
 
         release_run_resources(settings.REDIS_URL)
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
@@ -144,7 +144,7 @@ class Bench:
                 if attempt == 19:
                     raise
                 time.sleep(0.5)
-        from jobs.metrics import queue_keys
+        from jobs.task_metrics import queue_keys
 
         client = self.redis()
         client.delete(

@@ -1,7 +1,7 @@
 """Every periodic task of the project, in one place (UTC). Written to the database by
 `manage.py setup_periodic_tasks`; the README's schedule table lists the same rows."""
 
-from jobs.schedules import Schedule
+from jobs.scheduling.definitions import Schedule
 
 SCHEDULES: list[Schedule] = [
     Schedule(
@@ -49,7 +49,7 @@ SCHEDULES: list[Schedule] = [
         name="fx-sync-hourly",
         task="fx.sync_rates",
         crontab="0 * * * *",
-        kwargs={"schedule": "fx-sync-hourly"},  # the slot ledger's key (jobs/slots.py)
+        kwargs={"schedule": "fx-sync-hourly"},  # the slot ledger's key (jobs/scheduling/ledger.py)
         description="Stores the FX provider's latest rates; one run per hour (slot ledger).",
         when_missed=(
             "Beat restarting after downtime runs the newest missed hour at once; "

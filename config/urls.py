@@ -5,9 +5,9 @@ from django.contrib import admin
 from django.urls import URLPattern, URLResolver, include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
-from config import health, problems
-from config.auth_api import MeApi, TokenObtainApi
-from config.metrics import metrics_view
+from core import health, problems
+from core.auth_api import MeApi, TokenObtainApi
+from core.metrics import metrics_view
 from orders.api import OrderCollectionApi
 
 api: list[URLPattern | URLResolver] = [

@@ -3,30 +3,21 @@
     GET {FX_PROVIDER_URL}/v1/rates?base=EUR&symbols=USD,GBP
     200 {"base": "EUR", "as_of": "2026-01-31T09:00:00Z", "source": "...", "rates": {"USD": "1.0843", ...}}
 
-Retryable (jobs.errors.RetryableError): timeouts, connection errors, 5xx, 429 (a
-Retry-After header overrides the backoff, capped by the task's policy).
-Permanent (jobs.errors.PermanentError): any other 4xx, and an answer that is not the table
-above (the contract changed; retrying the same request cannot fix it).
+Failures are classified by core/http.py, as for every outside service: timeouts, connection
+errors, 5xx, 408/425/429 retryable (a Retry-After header overrides the backoff, capped by the
+task's policy); any other 4xx permanent, and so is an answer that is not the table above (the
+contract changed; retrying the same request cannot fix it).
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from email.utils import parsedate_to_datetime
 from typing import Any
 
-import requests
 from django.conf import settings
 
-from jobs.errors import PermanentError, RetryableError
-
-TRANSIENT_REQUEST_ERRORS = (
-    requests.Timeout,  # connect and read timeouts
-    requests.ConnectionError,
-    requests.exceptions.ChunkedEncodingError,  # the connection broke mid-body
-    requests.exceptions.ContentDecodingError,
-)
+from core.http import HttpClient, UpstreamPermanent
 
 
 @dataclass(frozen=True)
@@ -37,23 +28,15 @@ class RateTable:
     source: str
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds: delta-seconds or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 class FxProviderClient:
     def __init__(self, *, base_url: str, connect_timeout: float, read_timeout: float) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = (connect_timeout, read_timeout)
+        self.http = HttpClient(
+            service="FX provider",
+            base_url=base_url,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            headers={"Accept": "application/json"},
+        )
 
     @classmethod
     def from_settings(cls) -> "FxProviderClient":
@@ -64,31 +47,17 @@ class FxProviderClient:
         )
 
     def fetch_rates(self, *, base: str, symbols: Sequence[str]) -> RateTable:
-        url = f"{self.base_url}/v1/rates"
-        try:
-            response = requests.get(
-                url,
-                params={"base": base, "symbols": ",".join(symbols)},
-                headers={"Accept": "application/json"},
-                timeout=self.timeout,
-                allow_redirects=False,
+        response = self.http.request(
+            "GET", "/v1/rates", what="rates", params={"base": base, "symbols": ",".join(symbols)}
+        )
+        if response.status_code != 200:  # a 2xx without the table (204, 202): not the contract
+            raise UpstreamPermanent(
+                f"FX provider rates: HTTP {response.status_code}", status_code=response.status_code
             )
-        except TRANSIENT_REQUEST_ERRORS as exc:
-            raise RetryableError(f"FX provider unreachable: {type(exc).__name__}: {exc}") from exc
-        except requests.RequestException as exc:  # invalid URL, schema, ...: configuration
-            raise PermanentError(f"FX provider request invalid: {type(exc).__name__}: {exc}") from exc
-        status = response.status_code
-        if status >= 500 or status == 429:
-            raise RetryableError(
-                f"FX provider answered {status}: {response.text[:200]}",
-                retry_after=retry_after_seconds(response.headers.get("Retry-After")),
-            )
-        if status != 200:
-            raise PermanentError(f"FX provider answered {status}: {response.text[:200]}")
         try:
             return parse_table(response.json(), base=base)
         except (TypeError, ValueError) as exc:  # JSON, shape, Decimal and datetime errors
-            raise PermanentError(f"FX provider sent an unreadable table: {exc}") from exc
+            raise UpstreamPermanent(f"FX provider sent an unreadable table: {exc}") from exc
 
 
 def parse_table(body: Any, *, base: str) -> RateTable:

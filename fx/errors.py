@@ -1,7 +1,7 @@
 """FX errors for the API (problem details). Provider failures during the sync are
 jobs.errors.RetryableError / PermanentError, raised by fx/client.py."""
 
-from config.problems import ApplicationError
+from core.problems import ApplicationError
 
 
 class FxError(ApplicationError):

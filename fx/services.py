@@ -10,9 +10,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from core.errors import PermanentError
 from fx.client import FxProviderClient, RateTable
 from fx.models import FxRate
-from jobs.errors import PermanentError
 
 logger = logging.getLogger(__name__)
 

@@ -2,12 +2,13 @@
 
 from typing import Any
 
-from config.celery_app import app
+from celery import shared_task
+
 from fx import services
-from jobs import slots
 from jobs.base_task import BaseTask
 from jobs.policy import RetryPolicy
 from jobs.queues import Queue
+from jobs.scheduling import ledger
 
 SYNC_SCHEDULE = "fx-sync-hourly"
 
@@ -22,7 +23,7 @@ SYNC_POLICY = RetryPolicy(
 )
 
 
-@app.task(
+@shared_task(
     base=BaseTask,
     bind=True,
     name="fx.sync_rates",
@@ -34,7 +35,7 @@ SYNC_POLICY = RetryPolicy(
 def sync_rates(self: Any, schedule: str = SYNC_SCHEDULE, slot: str | None = None) -> int:
     """Store the provider's latest rates, once per slot of `schedule`. Returns rows stored
     (0 when the slot was already claimed: a second beat, a duplicate, a re-run)."""
-    with slots.scheduled_run(self, schedule=schedule, slot=slot) as run:
+    with ledger.scheduled_run(self, schedule=schedule, slot=slot) as run:
         if run.skipped:
             return 0
         return services.fx_rates_sync().stored

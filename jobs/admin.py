@@ -20,8 +20,9 @@ from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from core.admin import ReadOnlyAdmin
 from jobs import dead_letters
-from jobs.models import DeadLetter, IdempotencyKey, Job, OutboxMessage, ScheduleSlot, TaskRun
+from jobs.models import DeadLetter, Job, OutboxMessage, ScheduleSlot, TaskRun
 
 ACT_PERMISSION = "jobs.act_on_deadletter"
 
@@ -249,19 +250,6 @@ class DeadLetterAdmin(admin.ModelAdmin[DeadLetter]):
         return super().changelist_view(request, extra_context)
 
 
-class ReadOnlyAdmin(admin.ModelAdmin[Any]):
-    """Records written by the machinery: look, don't touch."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(ReadOnlyAdmin):
     list_display = ["id", "task_name", "queue", "not_before", "sent_at", "publish_attempts", "last_error"]
@@ -292,13 +280,6 @@ class JobAdmin(ReadOnlyAdmin):
     list_display = ["id", "owner", "kind", "state", "progress", "created_at", "finished_at"]
     list_filter = ["state", "kind"]
     search_fields = ["=id", "=task_id"]
-
-
-@admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(ReadOnlyAdmin):
-    list_display = ["user", "key", "method", "path", "status_code", "created_at", "expires_at"]
-    search_fields = ["key"]
-    exclude = ["response_body"]  # may hold personal data of the response
 
 
 class DuplicatesFilter(admin.SimpleListFilter):

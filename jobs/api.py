@@ -14,8 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.storage import private_download
-from config.users import request_user
+from core.storage import private_download
+from core.users import request_user
 from jobs.models import Job
 from jobs.selectors import job_list
 

@@ -7,7 +7,12 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        # System checks for tasks; task metrics from worker signals; worker-process hooks
-        # (heartbeats, received-task tracking), inert outside a worker; the slot ledger's
-        # stamp of beat's send time on periodic-task messages (jobs/slots.py).
-        from jobs import checks, metrics, slots, worker  # noqa: F401
+        # Signal handlers: system checks for tasks, task metrics from worker signals,
+        # worker-process hooks (heartbeats, received-task tracking; inert outside a worker),
+        # beat's send-time stamp on periodic-task messages (jobs/scheduling/beat.py).
+        from core import health, metrics
+        from jobs import broker, system_checks, task_metrics, worker  # noqa: F401
+        from jobs.scheduling import beat  # noqa: F401
+
+        health.register_check("broker", broker.check_connection)
+        metrics.register_collector(task_metrics.InfraCollector)

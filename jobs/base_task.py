@@ -4,7 +4,7 @@ Around the task's own code (`run`) it:
   * claims the task id in TaskRun: a duplicate delivery (finished, or running
     elsewhere) does nothing; a message delivered more than `max_deliveries` times
     (it keeps killing its worker) is dead-lettered without running again;
-  * binds the correlation id from the message headers for logs;
+  * binds the request id from the message headers for logs;
   * on a retryable error with attempts left, writes the next attempt to the outbox
     with `not_before` = now + exponential backoff with full jitter (no broker countdown);
   * on a permanent error or when attempts run out, writes a DeadLetter row, then the
@@ -32,14 +32,15 @@ from celery.exceptions import Reject, Retry
 from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
+from core.errors import RetryableError
 from jobs import execution, outbox
 from jobs.dead_letters import dead_letter_record
-from jobs.errors import PoisonMessageError, Reschedule, RetryableError
+from jobs.errors import PoisonMessageError, Reschedule
 from jobs.execution import REQUEST_ID_HEADER, Claim, TaskMeta, meta_from_headers
-from jobs.metrics import task_event
 from jobs.models import Job, OutboxMessage, TaskRun
 from jobs.policy import Outcome, RetryPolicy
 from jobs.queues import Queue
+from jobs.task_metrics import task_event
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class BaseTask(Task):
                 "task_id": meta.task_id,
                 "attempt": meta.attempt,
                 "queue": meta.queue,
-                "correlation_id": meta.correlation_id or meta.root_id,
+                "request_id": meta.request_id or meta.root_id,
             }
         )
         try:

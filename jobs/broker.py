@@ -70,10 +70,10 @@ def transport_options(url: str, *, visibility_timeout: int) -> dict[str, Any]:
 
 def queue_depths(queues: set[str]) -> dict[str, int]:
     """Ready messages per queue, from the broker (works for Redis and RabbitMQ)."""
-    from config.celery_app import app  # late: settings import this module
+    from jobs.app import celery_app  # late: settings import this module
 
     depths: dict[str, int] = {}
-    with app.connection_for_read() as conn:
+    with celery_app().connection_for_read() as conn:
         for queue in queues:
             channel: Any = conn.channel()
             try:
@@ -84,3 +84,11 @@ def queue_depths(queues: set[str]) -> dict[str, int]:
                 with contextlib.suppress(Exception):
                     channel.close()
     return depths
+
+
+def check_connection() -> None:
+    """Readiness: the broker accepts a connection within two seconds (core/health.py)."""
+    from jobs.app import celery_app  # late: settings import this module
+
+    with celery_app().connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1, timeout=2)

@@ -10,12 +10,12 @@ from django.db import transaction
 from django.db.models import Count, Max, Min, QuerySet
 from django.utils import timezone
 
+from core.redact import normalise, redact
 from jobs import outbox
 from jobs.errors import PoisonMessageError
 from jobs.execution import REQUEST_ID_HEADER, TaskMeta, format_traceback, meta_from_headers
-from jobs.metrics import task_event
 from jobs.models import DeadLetter, Job, TaskRun
-from jobs.redact import normalise, redact
+from jobs.task_metrics import task_event
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def dead_letter_record(
                 "args": list(args),
                 "kwargs": dict(kwargs),
                 "headers": {
-                    k: v for k, v in ((REQUEST_ID_HEADER, meta.correlation_id), ("job_id", meta.job_id)) if v
+                    k: v for k, v in ((REQUEST_ID_HEADER, meta.request_id), ("job_id", meta.job_id)) if v
                 },
                 "exception_class": exc_class,
                 "message": message,

@@ -21,13 +21,24 @@ from django.utils import timezone
 
 from jobs.models import TaskRun
 
-# Message header carrying the correlation id. Not "correlation_id": Celery's request context
-# already has an attribute of that name (the AMQP correlation id = the task id).
+# Message header carrying the request id (core/request_id.py). Not "correlation_id": Celery's
+# request context already has an attribute of that name (the AMQP correlation id = the task id).
 REQUEST_ID_HEADER = "request_id"
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+_node = ""  # the Celery node name (emails@host), set in a worker before its pool forks
+
+
+def set_node(name: str) -> None:
+    global _node
+    _node = name
+
+
+def process_name() -> str:
+    """<node>:<pid> of this process: a pool child in TaskRun.worker, a worker's main process in
+    its Redis records (jobs/worker.py). One name, so the reaper can tell who holds what; outside
+    a worker (a shell, a test) the node is the host name."""
+    return f"{_node or socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -39,7 +50,7 @@ class TaskMeta:
     queue: str
     attempt: int
     root_id: str
-    correlation_id: str
+    request_id: str
     job_id: str | None
     first_failed_at: str | None
 
@@ -48,8 +59,8 @@ class TaskMeta:
         headers: dict[str, Any] = {"attempt": attempt, "root_id": self.root_id}
         if first_failed_at:
             headers["first_failed_at"] = first_failed_at
-        if self.correlation_id:
-            headers[REQUEST_ID_HEADER] = self.correlation_id
+        if self.request_id:
+            headers[REQUEST_ID_HEADER] = self.request_id
         if self.job_id:
             headers["job_id"] = self.job_id
         return headers
@@ -62,7 +73,7 @@ def meta_from_headers(task_id: str, task_name: str, queue: str, headers: dict[st
         queue=queue,
         attempt=int(headers.get("attempt") or 1),
         root_id=str(headers.get("root_id") or task_id),
-        correlation_id=str(headers.get(REQUEST_ID_HEADER) or ""),
+        request_id=str(headers.get(REQUEST_ID_HEADER) or ""),
         job_id=headers.get("job_id"),
         first_failed_at=headers.get("first_failed_at"),
     )
@@ -90,9 +101,9 @@ RETURNING deliveries
 
 
 def _process_gone(worker: str) -> bool:
-    """True when `worker` (host:pid) ran on this host and that process no longer exists."""
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+    """True when `worker` (node:pid) ran on this host and that process no longer exists."""
+    node, _, pid = worker.rpartition(":")
+    if node.rpartition("@")[2] != socket.gethostname() or not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
@@ -111,7 +122,7 @@ def begin(meta: TaskMeta, *, max_deliveries: int) -> tuple[Claim, int]:
         "queue": meta.queue,
         "attempt": meta.attempt,
         "root_id": meta.root_id,
-        "worker": worker_id(),
+        "worker": process_name(),
         "stale": settings.TASKYARD_HEARTBEAT_STALE_SECONDS,
         "dead_worker": "",
     }
@@ -159,55 +170,12 @@ def _bookkeeping(sql: str, params: Any, *, returns: bool) -> tuple[Any, ...] | N
 
 
 def _begin_once(params: dict[str, Any]) -> int | None:
-    if connection.vendor == "postgresql":
-        row = _bookkeeping(_BEGIN_SQL, params, returns=True)
-        return int(row[0]) if row else None
-    return _begin_portable(params)
-
-
-def _begin_portable(params: dict[str, Any]) -> int | None:
-    """The same claim with the ORM, for SQLite (`make run` without PostgreSQL)."""
-    now = timezone.now()
-    with transaction.atomic():
-        run = TaskRun.objects.select_for_update().filter(task_id=params["task_id"]).first()
-        if run is None:
-            TaskRun.objects.create(
-                task_id=params["task_id"],
-                task_name=params["task_name"],
-                queue=params["queue"],
-                state=TaskRun.State.RUNNING,
-                attempt=params["attempt"],
-                root_id=params["root_id"],
-                worker=params["worker"],
-                started_at=now,
-                heartbeat_at=now,
-            )
-            return 1
-        stale = run.heartbeat_at < now - timedelta(seconds=params["stale"])
-        if not (
-            run.state == TaskRun.State.LOST
-            or (run.state == TaskRun.State.RUNNING and (stale or run.worker == params["dead_worker"]))
-        ):
-            return None
-        run.state, run.worker, run.started_at, run.heartbeat_at = (
-            TaskRun.State.RUNNING,
-            params["worker"],
-            now,
-            now,
-        )
-        run.deliveries += 1
-        run.finished_at = None
-        run.save()
-        return run.deliveries
+    row = _bookkeeping(_BEGIN_SQL, params, returns=True)
+    return int(row[0]) if row else None
 
 
 def finish(task_id: str, state: TaskRun.State, error: str = "") -> None:
-    if connection.vendor == "postgresql":
-        _bookkeeping(_FINISH_SQL, [str(state), error[:4000], task_id], returns=False)
-        return
-    TaskRun.objects.filter(task_id=task_id).update(
-        state=state, finished_at=timezone.now(), error=error[:4000]
-    )
+    _bookkeeping(_FINISH_SQL, [str(state), error[:4000], task_id], returns=False)
 
 
 def heartbeat(task_ids: list[str]) -> int:

@@ -7,9 +7,8 @@ TaskRun        one row per task id a worker started: deliveries (poison cap), he
 DeadLetter     a task whose retries ran out or that failed permanently; reviewed and
                replayed from the admin.
 Job            user-facing status of long work (202 + /api/jobs/<id>).
-IdempotencyKey the stored first response of a POST with an Idempotency-Key header.
 ScheduleSlot   the beat slot ledger: one row per (schedule, slot start in UTC), claimed
-               before a scheduled run does any work (jobs/slots.py).
+               before a scheduled run does any work (jobs/scheduling/ledger.py).
 """
 
 import uuid
@@ -25,7 +24,7 @@ class OutboxMessage(models.Model):
     queue = models.CharField(max_length=50)
     args = models.JSONField(default=list, db_default=[])
     kwargs = models.JSONField(default=dict, db_default={})
-    # correlation_id, attempt, root_id, job_id, first_failed_at, replay_of
+    # request_id, attempt, root_id, job_id, first_failed_at, replay_of
     headers = models.JSONField(default=dict, db_default={})
     priority = models.PositiveSmallIntegerField(null=True, blank=True)
     not_before = models.DateTimeField(db_default=Now())  # delayed work lives here, not in broker ETAs
@@ -71,12 +70,12 @@ class TaskRun(models.Model):
     deliveries = models.PositiveIntegerField(default=1)  # times a worker started this task id
     attempt = models.PositiveIntegerField(default=1)  # 1 + retries before this task id
     root_id = models.UUIDField(null=True, blank=True)  # first task id of a retry chain
-    worker = models.CharField(max_length=200, blank=True, default="")  # host:pid of the child
+    worker = models.CharField(max_length=200, blank=True, default="")  # node:pid of the pool child
     started_at = models.DateTimeField()
     heartbeat_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, default="")
-    # django.tasks runs only (jobs/tasks_backend.py): what the attempt produced, read by
+    # django.tasks runs only (jobs/django_tasks/backend.py): what the attempt produced, read by
     # get_result(): {"return_value": <JSON>} or {"exception_class": "...", "traceback": "..."}.
     result = models.JSONField(null=True, blank=True)
 
@@ -164,29 +163,10 @@ class Job(models.Model):
         return f"{self.kind} job {self.id} ({self.state})"
 
 
-class IdempotencyKey(models.Model):
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    key = models.CharField(max_length=255)
-    request_hash = models.CharField(max_length=64)
-    method = models.CharField(max_length=10)
-    path = models.CharField(max_length=300)
-    status_code = models.PositiveSmallIntegerField()
-    response_body = models.JSONField()
-    response_headers = models.JSONField(default=dict)
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField(db_index=True)
-
-    class Meta:
-        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotency_key_per_user")]
-
-    def __str__(self) -> str:
-        return f"{self.user_id}:{self.key}"
-
-
 class ScheduleSlot(models.Model):
     """One row per (schedule name, slot start in UTC): beat is a clock, this is the lock.
 
-    A scheduled task claims its slot here before doing any work (jobs/slots.py). A second
+    A scheduled task claims its slot here before doing any work (jobs/scheduling/ledger.py). A second
     beat, a duplicate delivery or a manual re-run of a slot that is already claimed does
     nothing; it is counted in `skipped_count`. A slot without a row was missed
     (`manage.py backfill_schedule` lists and runs it).
@@ -199,7 +179,7 @@ class ScheduleSlot(models.Model):
         FAILED = "failed"  # the latest attempt failed: a retry follows, or a DeadLetter exists
         SKIPPED = "skipped"  # never run on purpose: a missed slot superseded by a newer one
 
-    schedule = models.CharField(max_length=200)  # jobs.schedules.Schedule.name
+    schedule = models.CharField(max_length=200)  # jobs.scheduling.definitions.Schedule.name
     slot_start = models.DateTimeField()  # UTC
     status = models.CharField(max_length=16, choices=Status.choices)
     task_id = models.UUIDField(null=True, blank=True)  # the task id running (or queued for) the slot

@@ -23,7 +23,8 @@ from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import InterfaceError, OperationalError
 
-from jobs.errors import PermanentError, PoisonMessageError, RetryableError
+from core.errors import PermanentError, RetryableError
+from jobs.errors import PoisonMessageError
 
 
 class Outcome(StrEnum):

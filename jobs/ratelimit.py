@@ -21,11 +21,10 @@ workers with 2 children each would make four times the allowed calls.
 
 import random
 from dataclasses import dataclass
-from functools import cache
 
 import redis
-from django.conf import settings
 
+from core.redis import redis_client
 from jobs.errors import Reschedule
 
 # KEYS[1] the bucket; ARGV: capacity, refill per second, tokens to take.
@@ -74,12 +73,6 @@ class Decision:
     tokens_left: float
 
 
-@cache
-def _client(url: str) -> redis.Redis:
-    # One connection pool per process; redis-py re-creates it in a forked child.
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-
-
 class TokenBucket:
     def __init__(
         self, key: str, *, capacity: float, refill_per_second: float, client: redis.Redis | None = None
@@ -91,7 +84,7 @@ class TokenBucket:
         self.key = key
         self.capacity = float(capacity)
         self.refill_per_second = float(refill_per_second)
-        self.client = client or _client(settings.REDIS_URL)
+        self.client = client or redis_client()
         self._script = self.client.register_script(_TAKE)
 
     @classmethod

@@ -28,20 +28,21 @@ from typing import Any
 import psycopg
 import redis
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection
 from django.db.models import F
 from django.utils import timezone
 from kombu.exceptions import KombuError, OperationalError
 from prometheus_client import Counter
 
-from config.celery_app import app as celery_app
+from core.redis import redis_client
+from jobs.app import celery_app
 from jobs.models import OutboxMessage
 from jobs.outbox import NOTIFY_CHANNEL
 from jobs.worker import RELAY_HEARTBEAT_KEY
 
 logger = logging.getLogger(__name__)
 
-# Defined here, not in jobs/metrics.py: a counter without labels writes its metrics file when
+# Defined here, not in jobs/task_metrics.py: a counter without labels writes its metrics file when
 # created, and only relay processes should have one (not every manage.py command).
 OUTBOX_PUBLISHED = Counter("taskyard_outbox_published_total", "Outbox rows published by relays.")
 OUTBOX_PUBLISH_ERRORS = Counter("taskyard_outbox_publish_errors_total", "Failed relay publish batches.")
@@ -103,35 +104,22 @@ class Relay:
         self.published_total = 0
         self._failures = 0
         self._listen: psycopg.Connection[Any] | None = None
-        self._redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
         self._beat_at = 0.0
 
     # --- claim / publish / mark ---------------------------------------------------
     def claim(self) -> list[Claimed]:
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute(_CLAIM_SQL, {"lease": self.lease_seconds, "limit": self.batch_size})
-                rows = sorted(cursor.fetchall(), key=lambda r: r[7])
-            # Django has psycopg hand jsonb back as text (its JSONField parses it); so do we.
-            return [Claimed(r[0], r[1], r[2], _json(r[3]), _json(r[4]), _json(r[5]), r[6]) for r in rows]
-        # Other databases (SQLite in `make run` without PostgreSQL): one relay, polling.
-        now = timezone.now()
-        with transaction.atomic():
-            due = list(
-                OutboxMessage.objects.filter(sent_at__isnull=True, not_before__lte=now)
-                .exclude(claimed_until__gte=now)
-                .order_by("not_before")[: self.batch_size]
-            )
-            OutboxMessage.objects.filter(pk__in=[m.pk for m in due]).update(
-                claimed_until=now + timedelta(seconds=self.lease_seconds)
-            )
-        return [Claimed(m.id, m.task_name, m.queue, m.args, m.kwargs, m.headers, m.priority) for m in due]
+        with connection.cursor() as cursor:
+            cursor.execute(_CLAIM_SQL, {"lease": self.lease_seconds, "limit": self.batch_size})
+            rows = sorted(cursor.fetchall(), key=lambda r: r[7])
+        # Django has psycopg hand jsonb back as text (its JSONField parses it); so do we.
+        return [Claimed(r[0], r[1], r[2], _json(r[3]), _json(r[4]), _json(r[5]), r[6]) for r in rows]
 
     def publish(self, rows: list[Claimed]) -> None:
         enqueued_at = time.time()
-        with celery_app.producer_or_acquire() as producer, producer.batch(max_size=max(len(rows), 1)):
+        app = celery_app()
+        with app.producer_or_acquire() as producer, producer.batch(max_size=max(len(rows), 1)):
             for row in rows:
-                celery_app.send_task(
+                app.send_task(
                     row.task_name,
                     args=row.args,
                     kwargs=row.kwargs,
@@ -190,9 +178,7 @@ class Relay:
         return float(min(self.max_backoff, 0.5 * 2 ** min(self._failures - 1, 10)))
 
     # --- waiting ------------------------------------------------------------------
-    def _listen_connection(self) -> psycopg.Connection[Any] | None:
-        if connection.vendor != "postgresql":
-            return None
+    def _listen_connection(self) -> psycopg.Connection[Any]:
         if self._listen is None or self._listen.closed:
             params = connection.get_connection_params()
             params.pop("cursor_factory", None)
@@ -217,9 +203,6 @@ class Relay:
         if timeout <= 0:
             return
         listen = self._listen_connection()
-        if listen is None:
-            self.stop_event.wait(timeout)
-            return
         # psycopg's generator also sees notifications it has already buffered (a bare select()
         # on the socket would sleep through those); one wake-up drains all that arrived.
         for _ in listen.notifies(timeout=timeout, stop_after=1):
@@ -257,7 +240,7 @@ class Relay:
         if time.monotonic() - self._beat_at < 1.0:
             return
         try:
-            self._redis.set(RELAY_HEARTBEAT_KEY.format(host=socket.gethostname()), time.time(), ex=3600)
+            redis_client().set(RELAY_HEARTBEAT_KEY.format(host=socket.gethostname()), time.time(), ex=3600)
             self._beat_at = time.monotonic()
         except redis.RedisError:
             logger.warning("relay heartbeat could not be written")

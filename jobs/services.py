@@ -30,10 +30,3 @@ def job_succeed(
         result=result or {},
         finished_at=timezone.now(),
     )
-
-
-def job_fail(*, job_id: uuid.UUID | str, error: str) -> None:
-    """A domain failure the user should see (not a crash: those end as `dead`)."""
-    Job.objects.filter(pk=job_id).update(
-        state=Job.State.FAILED, error=error[:2000], finished_at=timezone.now()
-    )

@@ -2,33 +2,31 @@
 
 from datetime import timedelta
 
-import redis
+from celery import shared_task
 from django.conf import settings
 from django.core.mail import mail_admins
 from django.utils import timezone
 
-from config.celery_app import app
-from jobs import dead_letters, rescue
+from core.models import IdempotencyKey
+from core.redis import redis_client
+from jobs import dead_letters, reaper
 from jobs.base_task import BaseTask
-from jobs.models import DeadLetter, IdempotencyKey, OutboxMessage, TaskRun
+from jobs.django_tasks import runner  # noqa: F401 - registers jobs.run_django_task and its hooks
+from jobs.models import DeadLetter, OutboxMessage, TaskRun
 from jobs.policy import RetryPolicy
 from jobs.queues import Queue
 
 HOUSEKEEPING = RetryPolicy(max_attempts=3, notes="database errors only; the next run catches up")
 
 
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
-
-
-@app.task(base=BaseTask, name="jobs.ping", queue=Queue.DEFAULT, policy=RetryPolicy(max_attempts=1))
+@shared_task(base=BaseTask, name="jobs.ping", queue=Queue.DEFAULT, policy=RetryPolicy(max_attempts=1))
 def ping(token: str) -> str:
     """Writes `taskyard:pong:<token>`: proves a message went broker -> worker -> Redis."""
-    _redis().set(f"taskyard:pong:{token}", "pong", ex=300)
+    redis_client().set(f"taskyard:pong:{token}", "pong", ex=300)
     return "pong"
 
 
-@app.task(
+@shared_task(
     base=BaseTask,
     name="jobs.alert_dead_letter",
     queue=Queue.DEFAULT,
@@ -42,7 +40,9 @@ def alert_dead_letter(dead_letter_id: int) -> bool:
     """
     dead_letter = DeadLetter.objects.get(pk=dead_letter_id)
     window = settings.DEAD_LETTER_ALERT_WINDOW_SECONDS
-    if not _redis().set(f"taskyard:dl-alert:{dead_letter.fingerprint}", dead_letter_id, nx=True, ex=window):
+    if not redis_client().set(
+        f"taskyard:dl-alert:{dead_letter.fingerprint}", dead_letter_id, nx=True, ex=window
+    ):
         return False  # this fingerprint already alerted within the window
     open_in_group = DeadLetter.objects.filter(
         fingerprint=dead_letter.fingerprint, status=DeadLetter.Status.OPEN
@@ -60,7 +60,7 @@ def alert_dead_letter(dead_letter_id: int) -> bool:
     return True
 
 
-@app.task(base=BaseTask, name="jobs.dead_letter_digest", queue=Queue.DEFAULT, policy=HOUSEKEEPING)
+@shared_task(base=BaseTask, name="jobs.dead_letter_digest", queue=Queue.DEFAULT, policy=HOUSEKEEPING)
 def dead_letter_digest() -> int:
     """Daily: the fingerprints with dead letters open for more than 24 hours."""
     cutoff = timezone.now() - timedelta(hours=24)
@@ -76,7 +76,7 @@ def dead_letter_digest() -> int:
     return len(stale)
 
 
-@app.task(base=BaseTask, name="jobs.purge_outbox", queue=Queue.DEFAULT, policy=HOUSEKEEPING)
+@shared_task(base=BaseTask, name="jobs.purge_outbox", queue=Queue.DEFAULT, policy=HOUSEKEEPING)
 def purge_outbox() -> int:
     """Delete sent outbox rows and finished task runs older than the retention period."""
     cutoff = timezone.now() - timedelta(days=settings.OUTBOX_RETENTION_DAYS)
@@ -85,13 +85,13 @@ def purge_outbox() -> int:
     return sent + runs
 
 
-@app.task(base=BaseTask, name="jobs.purge_idempotency_keys", queue=Queue.DEFAULT, policy=HOUSEKEEPING)
+@shared_task(base=BaseTask, name="jobs.purge_idempotency_keys", queue=Queue.DEFAULT, policy=HOUSEKEEPING)
 def purge_idempotency_keys() -> int:
     deleted, _ = IdempotencyKey.objects.filter(expires_at__lt=timezone.now()).delete()
     return deleted
 
 
-@app.task(base=BaseTask, name="jobs.reap_stuck_tasks", queue=Queue.DEFAULT, policy=HOUSEKEEPING)
+@shared_task(base=BaseTask, name="jobs.reap_stuck_tasks", queue=Queue.DEFAULT, policy=HOUSEKEEPING)
 def reap_stuck_tasks() -> int:
     """Backstop for the reaper the relay runs every few seconds."""
-    return rescue.reap().republished
+    return reaper.reap().republished

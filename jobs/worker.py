@@ -9,14 +9,13 @@ seconds instead of after the broker's visibility timeout (2 h):
                                  rewritten every heartbeat: what a live worker holds (a
                                  message dropped on a broker reconnect leaves this set);
   * TaskRun.heartbeat_at         of every task it is running, in one UPDATE.
-The reaper (jobs/rescue.py) re-publishes the work of a worker whose records went stale.
+The reaper (jobs/reaper.py) re-publishes the work of a worker whose records went stale.
 """
 
 import logging
-import os
-import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -25,6 +24,8 @@ from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import close_old_connections
 
+from core import request_id
+from core.redis import redis_client
 from jobs import execution
 
 logger = logging.getLogger(__name__)
@@ -35,25 +36,14 @@ HELD_KEY = "taskyard:held:{worker}"
 RELAY_HEARTBEAT_KEY = "taskyard:relay:{host}"  # written by each relay loop (relay_alive reads it)
 RECEIVED_KEEP_SECONDS = 600  # older entries either finished or are covered by TaskRun heartbeats
 
-_worker_key = ""
-_redis: redis.Redis | None = None
-
-
-def _client() -> redis.Redis:
-    global _redis
-    if _redis is None:
-        _redis = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
-    return _redis
-
-
-def worker_key() -> str:
-    return _worker_key or f"{socket.gethostname()}:{os.getpid()}"
+@signals.celeryd_after_setup.connect
+def _name_the_node(sender: str | None = None, **_: Any) -> None:
+    # Before the pool forks: the children inherit the node name for their TaskRun rows.
+    execution.set_node(str(sender or ""))
 
 
 @signals.worker_ready.connect
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
-    global _worker_key
-    _worker_key = f"{getattr(sender, 'hostname', socket.gethostname())}:{os.getpid()}"
     _beat_once()
     threading.Thread(target=_heartbeat_loop, name="taskyard-heartbeat", daemon=True).start()
     serve_metrics()
@@ -77,16 +67,16 @@ def serve_metrics() -> None:
 @signals.task_received.connect
 def _track_received(request: Any = None, **_: Any) -> None:
     try:
-        _client().zadd(RECEIVED_KEY.format(worker=worker_key()), {str(request.id): time.time()})
+        redis_client().zadd(RECEIVED_KEY.format(worker=execution.process_name()), {str(request.id): time.time()})
     except redis.RedisError:
         logger.warning("could not record received task %s", getattr(request, "id", "?"))
 
 
 def _beat_once() -> None:
-    key = worker_key()
+    key = execution.process_name()
     ttl = int(settings.TASKYARD_HEARTBEAT_STALE_SECONDS)
     held = [str(r.id) for r in list(worker_state.reserved_requests)]  # reserved includes running
-    pipe = _client().pipeline()
+    pipe = redis_client().pipeline()
     pipe.set(ALIVE_KEY.format(worker=key), "1", ex=ttl)
     pipe.zremrangebyscore(RECEIVED_KEY.format(worker=key), "-inf", time.time() - RECEIVED_KEEP_SECONDS)
     pipe.delete(HELD_KEY.format(worker=key))
@@ -113,9 +103,28 @@ def _stop_heartbeat(**_: Any) -> None:
     # A clean shutdown requeues its prefetched messages itself; drop the records so the
     # reaper doesn't re-publish them a second time.
     try:
-        key = worker_key()
-        _client().delete(
+        key = execution.process_name()
+        redis_client().delete(
             ALIVE_KEY.format(worker=key), RECEIVED_KEY.format(worker=key), HELD_KEY.format(worker=key)
         )
     except redis.RedisError:
         pass
+
+
+# --- the request id in pool children: bound from task_prerun to task_postrun, so Celery's
+# own "succeeded in" and "raised" log lines carry it too, not only the task's own logs.
+_unbind: dict[str, Callable[[], None]] = {}
+
+
+@signals.task_prerun.connect
+def _bind_request_id(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+    request = getattr(task, "request", None)
+    value = getattr(request, "request_id", None) or getattr(request, "root_id", None) or task_id or ""
+    _unbind[task_id or ""] = request_id.bind(str(value))
+
+
+@signals.task_postrun.connect
+def _unbind_request_id(task_id: str | None = None, **_: Any) -> None:
+    unbind = _unbind.pop(task_id or "", None)
+    if unbind is not None:
+        unbind()

@@ -7,7 +7,7 @@ dead letter (jobs admin), which reopens the submission.
 from django.contrib import admin
 from django.http import HttpRequest
 
-from jobs.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 from kyc.models import Document, Submission, SubmissionEvent, VendorAttempt, VendorCheck
 
 

@@ -21,8 +21,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.users import request_user
-from jobs.idempotency import idempotent
+from core.idempotency import idempotent
+from core.users import request_user
 from kyc import documents, selectors, services
 from kyc.errors import DocumentInvalid, UploadTooLarge
 from kyc.models import Document, DocumentType, Submission

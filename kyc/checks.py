@@ -32,10 +32,11 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.errors import PermanentError, RetryableError
+from core.redact import redact
 from jobs import outbox
-from jobs.errors import PermanentError, Reschedule, RetryableError
+from jobs.errors import Reschedule
 from jobs.ratelimit import TokenBucket, take_or_reschedule
-from jobs.redact import redact
 from kyc import vendor
 from kyc.documents import CONTENT_TYPE
 from kyc.models import Submission, SubmissionEvent, VendorAttempt, VendorCheck

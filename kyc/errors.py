@@ -1,7 +1,7 @@
-"""KYC errors: API problems (problem details) and the vendor client's classified failures."""
+"""KYC errors for the API (problem details). Vendor failures are core.http's UpstreamRetryable /
+UpstreamPermanent, raised by kyc/vendor.py."""
 
-from config.problems import ApplicationError
-from jobs.errors import PermanentError, RetryableError
+from core.problems import ApplicationError
 
 
 # --- API (problem details) ------------------------------------------------------------
@@ -31,20 +31,3 @@ class DocumentInvalid(KycError):
     status_code = 400
     code = "kyc-document-invalid"
     title = "A document could not be accepted"
-
-
-# --- the vendor client: classified once, where the HTTP call happens -----------------------
-class VendorRetryableError(RetryableError):
-    """5xx, 429, timeouts, connection errors: the check task retries with backoff."""
-
-    def __init__(self, message: str, *, status_code: int | None = None, retry_after: float | None = None):
-        super().__init__(message, retry_after=retry_after)
-        self.status_code = status_code
-
-
-class VendorPermanentError(PermanentError):
-    """4xx and malformed answers: retrying cannot help; the check is dead-lettered."""
-
-    def __init__(self, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.status_code = status_code

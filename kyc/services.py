@@ -18,8 +18,8 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.errors import PermanentError
 from jobs import outbox
-from jobs.errors import PermanentError
 from kyc.checks import CHECK_TASK
 from kyc.documents import InspectedDocument
 from kyc.errors import SubmissionAlreadyOpen

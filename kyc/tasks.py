@@ -2,9 +2,9 @@
 
 from typing import Any
 
+from celery import shared_task
 from django.conf import settings
 
-from config.celery_app import app
 from jobs.base_task import BaseTask
 from jobs.policy import RetryPolicy
 from jobs.queues import Queue
@@ -39,7 +39,7 @@ class CheckTask(BaseTask):
         )
 
 
-@app.task(
+@shared_task(
     base=CheckTask,
     bind=True,
     name="kyc.run_check",
@@ -67,7 +67,7 @@ class ResultEmailTask(BaseTask):
         )
 
 
-@app.task(
+@shared_task(
     base=ResultEmailTask,
     bind=True,
     name="kyc.send_result_email",
@@ -82,7 +82,7 @@ def send_result_email(self: BaseTask, submission_id: str, decision: str) -> str:
     )
 
 
-@app.task(
+@shared_task(
     base=BaseTask,
     bind=True,
     name="kyc.purge_documents",

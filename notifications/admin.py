@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from jobs.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin
 from notifications.models import EmailAttempt, EmailDelivery
 
 

@@ -3,7 +3,7 @@
 import smtplib
 import socket
 
-from jobs.errors import PermanentError, RetryableError
+from core.errors import PermanentError, RetryableError
 
 PERMANENT_FROM = 500
 

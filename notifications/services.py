@@ -30,9 +30,10 @@ from django.db import connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 
-from jobs import correlation
-from jobs.errors import PermanentError, Reschedule
-from jobs.redact import redact
+from core import request_id
+from core.errors import PermanentError
+from core.redact import redact
+from jobs.errors import Reschedule
 from notifications.errors import classify_smtp
 from notifications.models import EmailAttempt, EmailDelivery
 
@@ -56,8 +57,7 @@ def claim_lease() -> timedelta:
 
 
 # One statement claims the row, creating it on first use: no lock is held across round trips,
-# and the common case (a first attempt) costs one round trip instead of five. PostgreSQL and
-# SQLite both speak this upsert.
+# and the common case (a first attempt) costs one round trip instead of five.
 _CLAIM_SQL = """
 INSERT INTO notifications_emaildelivery AS d
     (template, ledger_key, recipient_id, message_id, status, attempts, claimed_at, claimed_by,
@@ -211,7 +211,7 @@ def email_send(
         body=text,
         from_email=settings.DEFAULT_FROM_EMAIL,
         to=[recipient.email],
-        headers={"Message-ID": delivery.message_id, "X-Correlation-ID": correlation.get() or "-"},
+        headers={"Message-ID": delivery.message_id, "X-Request-ID": request_id.get() or "-"},
     )
     message.attach_alternative(html, "text/html")
     try:

@@ -16,9 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.storage import private_download
-from config.users import request_user
-from jobs.idempotency import idempotent
+from core.idempotency import idempotent
+from core.storage import private_download
+from core.users import request_user
 from orders import exports, selectors, services
 from orders.currencies import CURRENCIES, format_amount, minor_units, quantum
 from orders.errors import InvoiceNotReady

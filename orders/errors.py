@@ -1,6 +1,6 @@
 """Domain errors of orders, as problem details."""
 
-from config.problems import ApplicationError
+from core.problems import ApplicationError
 
 
 class OrderError(ApplicationError):

@@ -14,8 +14,12 @@ from django.contrib.auth.models import User
 from django.core.files import File
 from django.core.files.storage import default_storage
 from django.db import transaction
+from django.tasks import task
 
+from jobs.django_tasks.specs import policy
 from jobs.models import Job
+from jobs.policy import RetryPolicy
+from jobs.queues import Queue
 from jobs.services import job_create, job_progress, job_succeed
 from orders.models import Order
 
@@ -23,9 +27,13 @@ EXPORT_KIND = "orders-export"
 COLUMNS = ["number", "created_at", "status", "currency", "total", "paid_at", "cancelled_at", "cancel_reason"]
 
 
-def order_export_start(*, user: User) -> Job:
-    from orders.tasks import export_orders  # late: orders.tasks imports this module
+# Storage and database errors are retried; a missing job is permanent (ObjectDoesNotExist).
+EXPORT_POLICY = RetryPolicy(
+    max_attempts=5, backoff_base=5.0, backoff_cap=300.0, notes="database/storage errors"
+)
 
+
+def order_export_start(*, user: User) -> Job:
     with transaction.atomic():
         job = job_create(owner=user, kind=EXPORT_KIND)
         export_orders.enqueue(job_id=str(job.id))  # a django.tasks Task: an outbox row, in this transaction
@@ -83,3 +91,11 @@ def order_export_run(*, job_id: str) -> str:
         stored = default_storage.save(name, File(handle))
     job_succeed(job_id=job_id, result_file=stored, result={"rows": written})
     return stored
+
+
+# Django's task API (jobs/django_tasks/): `export_orders.enqueue(job_id=...)` above writes an
+# outbox row in the caller's transaction; the worker runs it as jobs.run_django_task.
+@policy(EXPORT_POLICY, soft_time_limit=14 * 60, time_limit=15 * 60, job_kwarg="job_id")
+@task(queue_name=Queue.DOCUMENTS)
+def export_orders(job_id: str) -> str:
+    return order_export_run(job_id=job_id)

@@ -2,16 +2,18 @@
 
 from typing import Any
 
+from celery import shared_task
 from django.conf import settings
-from django.tasks import task
 
-from config.celery_app import app
 from jobs.base_task import BaseTask
 from jobs.policy import RetryPolicy
 from jobs.queues import Queue
-from jobs.tasks_backend import policy
 from notifications.services import email_mark_failed
-from orders import exports, invoices, services
+from orders import invoices, services
+
+# The CSV export uses Django's task API; its Task is declared next to its service, and
+# importing it here lists it with the other tasks (retry table, checks).
+from orders.exports import export_orders  # noqa: F401
 
 EMAIL_POLICY = RetryPolicy(
     max_attempts=settings.EMAIL_RETRY_MAX_ATTEMPTS,
@@ -34,7 +36,7 @@ class OrderEmailTask(BaseTask):
         )
 
 
-@app.task(
+@shared_task(
     base=OrderEmailTask,
     bind=True,
     name="orders.send_confirmation_email",
@@ -50,7 +52,7 @@ def send_confirmation_email(self: BaseTask, order_id: int) -> str:
     )
 
 
-@app.task(
+@shared_task(
     base=OrderEmailTask,
     bind=True,
     name="orders.send_cancellation_email",
@@ -71,33 +73,13 @@ class InvoiceTask(BaseTask):
         invoices.invoice_mark_failed(order_id=kwargs["order_id"])
 
 
-@app.task(base=InvoiceTask, name="orders.render_invoice_pdf", queue=Queue.DOCUMENTS, policy=DOCUMENT_POLICY)
+@shared_task(
+    base=InvoiceTask, name="orders.render_invoice_pdf", queue=Queue.DOCUMENTS, policy=DOCUMENT_POLICY
+)
 def render_invoice_pdf(order_id: int) -> str:
     return invoices.invoice_render(order_id=order_id).content_hash
 
 
-@app.task(base=BaseTask, name="orders.auto_cancel_unpaid", queue=Queue.DEFAULT, policy=STATE_POLICY)
+@shared_task(base=BaseTask, name="orders.auto_cancel_unpaid", queue=Queue.DEFAULT, policy=STATE_POLICY)
 def auto_cancel_unpaid(order_id: int) -> bool:
     return services.order_auto_cancel(order_id=order_id)
-
-
-# The CSV export uses Django's task API (jobs/tasks_backend.py): orders.exports enqueues it with
-# export_orders.enqueue(job_id=...) in its transaction; it runs as jobs.run_django_task.
-@policy(DOCUMENT_POLICY, soft_time_limit=14 * 60, time_limit=15 * 60, job_kwarg="job_id")
-@task(queue_name=Queue.DOCUMENTS)
-def export_orders(job_id: str) -> str:
-    return exports.order_export_run(job_id=job_id)
-
-
-# Alias for one release: export messages queued under the old Celery name before the deploy
-# still run. Remove it (and its line in config/registered_tasks.txt) once they have drained.
-@app.task(
-    base=BaseTask,
-    name="orders.export_orders",
-    queue=Queue.DOCUMENTS,
-    policy=DOCUMENT_POLICY,
-    soft_time_limit=14 * 60,
-    time_limit=15 * 60,
-)
-def export_orders_celery_alias(job_id: str) -> str:
-    return exports.order_export_run(job_id=job_id)

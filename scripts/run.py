@@ -1,7 +1,8 @@
 """`make run`: prepare the local stack and start every process with honcho (Ctrl-C stops all).
 
 Database: DATABASE_URL if set; else the local PostgreSQL database `taskyard` (created if
-missing) when PostgreSQL answers on 127.0.0.1:5432; else a SQLite file, said loudly.
+missing) when PostgreSQL answers on 127.0.0.1:5432; else say how to get PostgreSQL and
+stop (docs/adr/0004-postgresql-only.md: no SQLite fallback).
 Redis: REDIS_URL (default redis://127.0.0.1:6379/0); if it doesn't answer, say how to
 start it and stop.
 """
@@ -49,9 +50,11 @@ def database_url(env: dict[str, str]) -> str:
         return "postgres://postgres@127.0.0.1:5432/taskyard"
     except psycopg.OperationalError as exc:
         say(f"database: PostgreSQL not reachable on 127.0.0.1:5432 ({str(exc).strip().splitlines()[0]})")
-        say("database: USING SQLITE (var/taskyard.sqlite3): one relay, polling, no SKIP LOCKED.")
-        say("          Set DATABASE_URL or start PostgreSQL for the real thing.")
-        return f"sqlite:///{VAR / 'taskyard.sqlite3'}"
+        say("taskyard needs PostgreSQL (LISTEN/NOTIFY, SKIP LOCKED). Start one, then `make run` again:")
+        say("  pg_ctlcluster <version> main start        (Debian/Ubuntu; apt-get install postgresql)")
+        say("  docker run -d -p 5432:5432 -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16")
+        say("  or set DATABASE_URL=postgres://user:password@host:5432/taskyard")
+        sys.exit(1)
 
 
 def check_redis(url: str) -> None:

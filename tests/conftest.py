@@ -1,5 +1,5 @@
 """Shared fixtures. Everything runs against the real PostgreSQL and Redis of this machine,
-isolated per run (config/testing.py); flow tests start real worker and relay processes."""
+isolated per run (tests/isolation.py); flow tests start real worker and relay processes."""
 
 import json
 import signal
@@ -18,10 +18,10 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from config.testing import release_run_resources
-from jobs.metrics import queue_keys
 from jobs.models import OutboxMessage, TaskRun
+from jobs.task_metrics import queue_keys
 from tests.harness import Proc, Processes, free_port, redis_client, wait_until
+from tests.isolation import release_run_resources
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -3,7 +3,7 @@
     .venv/bin/python bench/capacity/measure.py [--seconds 10] [--clients 16] [--out FILE]
 
 One run, in order, against a fresh database and Redis DB of its own (the test suite's
-isolation, config/testing.py):
+isolation, tests/isolation.py):
   1. order creation over HTTP: gunicorn (2 sync workers, the Procfile's web line) and a
      threaded client POSTing one-line orders for --seconds; no relay or worker
      running, so the outbox rows pile up;
@@ -44,8 +44,8 @@ from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.db.models import Max, Min  # noqa: E402
 
-from config.testing import release_run_resources  # noqa: E402
 from tests.harness import Processes, free_port, wait_until  # noqa: E402
+from tests.isolation import release_run_resources  # noqa: E402
 
 
 def pg_counters() -> dict[str, int]:

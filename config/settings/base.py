@@ -48,7 +48,7 @@ USE_I18N = True
 USE_TZ = True
 
 INSTALLED_APPS = [
-    "config.admin_site.TaskyardAdminConfig",  # django.contrib.admin with a login lockout
+    "core.admin_site.TaskyardAdminConfig",  # django.contrib.admin with a login lockout
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "django_celery_beat",
+    "core",
     "jobs",
     "notifications",
     "orders",
@@ -66,10 +67,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "config.metrics.MetricsMiddleware",  # first: times everything below it
+    "core.metrics.MetricsMiddleware",  # first: times everything below it
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "jobs.correlation.CorrelationIdMiddleware",
+    "core.request_id.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -105,6 +106,8 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 # --- Redis (rate limiter, heartbeats, cache) -----------------------------------
 REDIS_URL = env("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Every Redis client (core/redis.py) gives up on a call after this many seconds.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=2.0)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -132,7 +135,7 @@ STATIC_ROOT = BASE_DIR / "var" / "static"
 PRIVATE_STORAGE_ROOT = Path(env("PRIVATE_STORAGE_ROOT", default=str(BASE_DIR / "var" / "private")))
 STORAGES = {
     "default": {
-        "BACKEND": "config.storage.PrivateFileSystemStorage",
+        "BACKEND": "core.storage.PrivateFileSystemStorage",
         "OPTIONS": {"location": str(PRIVATE_STORAGE_ROOT)},
     },
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -147,16 +150,16 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "config.problems.exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "config.schema.AutoSchema",
+    "EXCEPTION_HANDLER": "core.problems.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "core.schema.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
     # Redis-backed (the cache), so limits hold across gunicorn processes.
     "DEFAULT_THROTTLE_CLASSES": [
-        "config.throttling.AnonRateThrottle",  # DRF's, failing open when Redis is down
-        "config.throttling.UserRateThrottle",
-        "config.throttling.ScopedRateThrottle",
+        "core.throttling.AnonRateThrottle",  # DRF's, failing open when Redis is down
+        "core.throttling.UserRateThrottle",
+        "core.throttling.ScopedRateThrottle",
     ],
     "DEFAULT_THROTTLE_RATES": {
         "anon": env("THROTTLE_ANON_RATE", default="60/min"),
@@ -171,7 +174,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],  # the schema is an API too
     "COMPONENT_SPLIT_REQUEST": True,
-    "PREPROCESSING_HOOKS": ["config.schema.drop_slash_duplicates"],
+    "PREPROCESSING_HOOKS": ["core.schema.drop_slash_duplicates"],
 }
 
 # --- Celery -----------------------------------------------------------------
@@ -214,7 +217,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True  # wait for the broker instead 
 CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower and `celery events` need task events
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep Django's logging configuration
 # Celery's Django fixup closes every DB connection around each task unless this is set:
-# a new PostgreSQL connection per task made a one-INSERT task 2.4x slower (DESIGN.md section 3).
+# a new PostgreSQL connection per task made a one-INSERT task 2.4x slower (docs/performance.md).
 CELERY_DB_REUSE_MAX = 1000
 # Queues come from one enum; an unknown queue is an error, not a silently created list.
 CELERY_TASK_DEFAULT_QUEUE = Queue.DEFAULT.value
@@ -225,7 +228,7 @@ CELERY_TASK_CREATE_MISSING_QUEUES = False
 # to turn recycling off, set a number too large to reach.
 CELERY_WORKER_MAX_TASKS_PER_CHILD = env.int("CELERY_WORKER_MAX_TASKS_PER_CHILD", default=10_000)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = env.int("CELERY_WORKER_MAX_MEMORY_PER_CHILD", default=300_000)  # KiB
-CELERY_BEAT_SCHEDULER = "jobs.beat:HeartbeatScheduler"  # DatabaseScheduler + heartbeat
+CELERY_BEAT_SCHEDULER = "jobs.scheduling.beat:HeartbeatScheduler"  # DatabaseScheduler + heartbeat
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 
 # --- Email ------------------------------------------------------------------
@@ -252,18 +255,18 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(correlation_id)s] %(message)s"},
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(correlation_id)s %(message)s",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(request_id)s %(message)s",
         },
     },
-    "filters": {"correlation": {"()": "jobs.correlation.CorrelationIdFilter"}},
+    "filters": {"request_id": {"()": "core.request_id.RequestIdFilter"}},
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
             "formatter": "json" if LOG_JSON else "plain",
-            "filters": ["correlation"],
+            "filters": ["request_id"],
         },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
@@ -329,7 +332,7 @@ FX_STALE_AFTER_SECONDS = env.int("FX_STALE_AFTER_SECONDS", default=2 * 60 * 60)
 # --- Sentry -----------------------------------------------------------------
 SENTRY_DSN = env("SENTRY_DSN", default="")
 if SENTRY_DSN:
-    from config.sentry import init_sentry
+    from core.sentry import init_sentry
 
     init_sentry(
         dsn=SENTRY_DSN,
@@ -369,14 +372,12 @@ if isinstance(_private_storage, dict) and isinstance(_private_storage.get("OPTIO
 
 # --- Django tasks -----------------------------------------------------------
 # Django's task API (`@task` + `.enqueue()`) on the outbox and the Celery workers
-# (jobs/tasks_backend.py; README "Using Django's task API"). QUEUES: every declared queue.
+# (jobs/django_tasks/; docs/django-tasks.md). QUEUES: every declared queue.
 # MAX_RETURN_VALUE_BYTES caps the JSON return value kept in TaskRun for get_result().
 TASKS = {
     "default": {
-        "BACKEND": "jobs.tasks_backend.OutboxCeleryBackend",
+        "BACKEND": "jobs.django_tasks.backend.OutboxCeleryBackend",
         "QUEUES": [q.value for q in Queue],
         "OPTIONS": {"MAX_RETURN_VALUE_BYTES": 64 * 1024},
     }
 }
-# Workers register the generic task (jobs.run_django_task) and its time-limit hook at start.
-CELERY_IMPORTS = ["jobs.tasks_backend"]

@@ -1,13 +1,13 @@
 """`make bench`: production-like (no DEBUG, quiet logs) on this machine, with bench tasks.
 
-Like the tests, a bench run claims its own Redis DB number (config/testing.py); the
+Like the tests, a bench run claims its own Redis DB number (tests/isolation.py); the
 runner (bench/run.py) creates a fresh database and passes it in DATABASE_URL.
 """
 
 from typing import Any
 
 from config.env import env
-from config.testing import claim_run_resources
+from tests.isolation import claim_run_resources
 
 BENCH_RUN_ID, _RUN_REDIS_URL = claim_run_resources(env("REDIS_URL", default="redis://127.0.0.1:6379/0"))
 

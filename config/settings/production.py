@@ -38,14 +38,14 @@ FLOWER_REQUIRE_AUTH = True
 # KYC documents, invoices and exports outlive any one pod and are read by every process,
 # so production keeps them in a bucket (AWS S3, or MinIO/Ceph/R2 via AWS_S3_ENDPOINT_URL).
 # Objects are private; downloads are 302s to pre-signed URLs valid for
-# PRIVATE_DOWNLOAD_URL_TTL_SECONDS (config/storage.py). Credentials come from the standard
+# PRIVATE_DOWNLOAD_URL_TTL_SECONDS (core/storage.py). Credentials come from the standard
 # AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY from the Secret, or workload identity),
 # never from settings. PRIVATE_STORAGE=filesystem keeps PRIVATE_STORAGE_ROOT, for a
 # single-host deployment only: every process must see the same disk.
 PRIVATE_STORAGE = env("PRIVATE_STORAGE", default="s3")
 if PRIVATE_STORAGE == "s3":
     STORAGES["default"] = {
-        "BACKEND": "config.storage.PrivateS3Storage",
+        "BACKEND": "core.storage.PrivateS3Storage",
         "OPTIONS": {
             "bucket_name": env("PRIVATE_STORAGE_BUCKET"),  # no default: refuse to start without one
             "location": env("PRIVATE_STORAGE_PREFIX", default=""),

@@ -1,11 +1,11 @@
-"""Test settings: real PostgreSQL and Redis, isolated per run (config/testing.py)."""
+"""Test settings: real PostgreSQL and Redis, isolated per run (tests/isolation.py)."""
 
 import os
 import tempfile
 from pathlib import Path
 
 from config.env import env
-from config.testing import claim_run_resources
+from tests.isolation import claim_run_resources
 
 # Claimed before the base settings load, so this run's metrics directory is in place
 # before anything imports prometheus_client.
@@ -33,7 +33,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast; te
 PRIVATE_STORAGE_ROOT = Path(env("PRIVATE_STORAGE_ROOT", default=str(RUN_DIR / "private")))
 STORAGES = {
     "default": {
-        "BACKEND": "config.storage.PrivateFileSystemStorage",
+        "BACKEND": "core.storage.PrivateFileSystemStorage",
         "OPTIONS": {"location": str(PRIVATE_STORAGE_ROOT)},
     },
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -32,11 +32,11 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from config.testing import REDIS_DB_VAR
 from jobs.models import DeadLetter, OutboxMessage, TaskRun
 from orders.models import Invoice
 from tests.conftest import Sink, start_sink
 from tests.harness import Proc, Processes, free_port, wait_until
+from tests.isolation import REDIS_DB_VAR
 
 RESULTS = Path(__file__).resolve().parents[2] / "var" / "chaos-results.json"
 ORDER = {"lines": [{"sku": "MUG-RED", "quantity": 2, "unit_price": "9.99", "currency": "EUR"}]}
@@ -67,7 +67,7 @@ class OwnRedis:
 
     @property
     def url(self) -> str:
-        # The run's DB number: test settings keep it when they read REDIS_URL (config/testing.py).
+        # The run's DB number: test settings keep it when they read REDIS_URL (tests/isolation.py).
         return f"redis://127.0.0.1:{self.port}/{os.environ.get(REDIS_DB_VAR, '0')}"
 
     def client(self) -> redis.Redis:

@@ -15,13 +15,12 @@ from typing import Any
 
 import pytest
 import yaml
-from django.conf import settings
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
 
-from jobs.checks import project_tasks
-from jobs.metrics import queue_keys
+from jobs.management.commands.retry_table import documented_tasks
 from jobs.queues import Queue
+from jobs.task_metrics import queue_keys
 from tests.deploy import kustomize, schemas
 from tests.deploy.kustomize import Doc, pod_containers, pod_spec
 
@@ -248,22 +247,19 @@ def test_beat_is_one_replica_and_never_overlaps(base):
     ]
 
 
-def task_limits() -> dict[str, list[tuple[str, int, int]]]:
-    """Queue -> (task, soft, hard) of every registered production task on it."""
-    limits: dict[str, list[tuple[str, int, int]]] = {}
-    for name, task in project_tasks().items():
-        if name.startswith("probe."):  # test-only tasks, never deployed
-            continue
-        soft = task.soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
-        hard = task.time_limit or settings.CELERY_TASK_TIME_LIMIT
-        limits.setdefault(task.queue, []).append((name, soft, hard))
+def task_limits() -> dict[str, list[tuple[str, float, float]]]:
+    """Queue -> (task, soft, hard) of every production task on it, django.tasks Tasks included."""
+    limits: dict[str, list[tuple[str, float, float]]] = {}
+    for row in documented_tasks():
+        if not row.name.startswith(("probe.", "tests.")):  # test-only tasks, never deployed
+            limits.setdefault(row.queue, []).append((row.name, row.soft, row.hard))
     return limits
 
 
 @pytest.mark.parametrize("rendering", RENDERINGS)
 def test_worker_grace_period_outlasts_every_task_on_its_queues(rendering):
     limits = task_limits()
-    assert "orders.export_orders" in {name for tasks in limits.values() for name, _, _ in tasks}
+    assert "orders.exports.export_orders" in {name for tasks in limits.values() for name, _, _ in tasks}
     consumed: set[str] = set()
     for worker in workers(rendered(rendering)):
         queues = worker_queues(worker)

@@ -29,7 +29,7 @@ from django.core.files.base import ContentFile
 from django.http import FileResponse, HttpResponseRedirect
 from django.test import override_settings
 
-from config.storage import PrivateFileSystemStorage, PrivateS3Storage, private_download
+from core.storage import PrivateFileSystemStorage, PrivateS3Storage, private_download
 from orders import exports, invoices, services
 from tests.harness import ROOT, Proc, free_port, wait_until
 
@@ -86,7 +86,7 @@ def s3_default_storage(s3_options: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """`default_storage` is the S3 storage for the duration (what production settings do)."""
     storages = {
         **settings.STORAGES,
-        "default": {"BACKEND": "config.storage.PrivateS3Storage", "OPTIONS": s3_options},
+        "default": {"BACKEND": "core.storage.PrivateS3Storage", "OPTIONS": s3_options},
     }
     with override_settings(STORAGES=storages):
         yield s3_options

@@ -12,10 +12,10 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from config.schedules import SCHEDULES
-from jobs import slots
 from jobs.management.commands.setup_periodic_tasks import sync_schedules
 from jobs.models import ScheduleSlot, TaskRun
-from jobs.schedules import Schedule
+from jobs.scheduling import backfill, timing
+from jobs.scheduling.definitions import Schedule
 from tests.conftest import Stack
 from tests.harness import Processes, wait_until
 
@@ -99,7 +99,7 @@ def test_a_message_that_waited_in_the_queue_keeps_the_slot_beat_sent_it_for(beat
     fx_live.wait_idle()
     # then the late run was recorded in the slot beat sent it for, not the slot it ran in
     started = TaskRun.objects.get(task_id=oldest.task_id).started_at
-    assert slots.slot_start(2, started) >= oldest.slot_start + timedelta(seconds=4)
+    assert timing.slot_start(2, started) >= oldest.slot_start + timedelta(seconds=4)
     assert oldest.slot_start <= sent
 
 
@@ -118,12 +118,13 @@ def test_a_beat_restarting_after_downtime_runs_the_newest_missed_hour_at_once(be
     beat.stop()
     fx_live.wait_idle()
     # then it ran once, at once, for the current hour: the newest missed slot
-    assert row.slot_start in {slots.slot_start(HOURLY.crontab or "", t) for t in (before, timezone.now())}
+    assert row.slot_start in {timing.slot_start(HOURLY.crontab or "", t) for t in (before, timezone.now())}
     assert fx.calls() == 1
     assert ScheduleSlot.objects.count() == 1
     # the older hours stay visible as missed; backfill marks them skipped and runs nothing
     since = row.slot_start - timedelta(hours=3)
-    missed = slots.missed_slots(schedule=HOURLY.name, since=since, until=row.slot_start)
-    assert missed == [since, since + timedelta(hours=1), since + timedelta(hours=2)]
-    report = slots.backfill(schedule=HOURLY.name, since=since, until=row.slot_start + timedelta(minutes=1))
+    missed = [since, since + timedelta(hours=1), since + timedelta(hours=2)]
+    preview = backfill.backfill(schedule=HOURLY.name, since=since, until=row.slot_start, dry_run=True)
+    assert (preview.run, preview.skipped) == (None, missed)
+    report = backfill.backfill(schedule=HOURLY.name, since=since, until=row.slot_start + timedelta(minutes=1))
     assert (report.run, report.skipped) == (None, missed)

@@ -7,10 +7,10 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
+from core.errors import PermanentError, RetryableError
 from fx import selectors, services
 from fx.client import RateTable
 from fx.models import FxRate
-from jobs.errors import PermanentError, RetryableError
 
 pytestmark = pytest.mark.django_db
 

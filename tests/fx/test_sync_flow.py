@@ -14,8 +14,8 @@ from fx import selectors, services
 from fx.client import RateTable
 from fx.models import FxRate
 from fx.tasks import SYNC_POLICY
-from jobs import slots
 from jobs.models import DeadLetter, ScheduleSlot, TaskRun
+from jobs.scheduling import ledger, timing
 from tests.harness import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -25,7 +25,7 @@ Status = ScheduleSlot.Status
 
 
 def this_hour() -> datetime:
-    return slots.slot_start("0 * * * *", timezone.now())
+    return timing.slot_start("0 * * * *", timezone.now())
 
 
 def send_as_beat(sent_at: datetime, task_id: str | None = None) -> str:
@@ -36,7 +36,7 @@ def send_as_beat(sent_at: datetime, task_id: str | None = None) -> str:
         kwargs={"schedule": SCHEDULE},
         queue="default",
         task_id=task_id or str(uuid.uuid4()),
-        headers={"periodic_task_name": SCHEDULE, slots.BEAT_SENT_AT: sent_at.isoformat()},
+        headers={"periodic_task_name": SCHEDULE, ledger.BEAT_SENT_AT: sent_at.isoformat()},
     )
     return str(result.id)
 
@@ -72,7 +72,7 @@ def test_duplicate_deliveries_of_a_slot_run_it_once(fx_live, fx):
     assert FxRate.objects.count() == 30
     row = ScheduleSlot.objects.get(schedule=SCHEDULE)
     assert row.slot_start == this_hour() or row.slot_start == this_hour() - timedelta(hours=1)
-    assert row.slot_start == slots.slot_start("0 * * * *", sent_at)
+    assert row.slot_start == timing.slot_start("0 * * * *", sent_at)
     assert (row.status, row.attempts) == (Status.SUCCEEDED, 1)
     # the second beat's message was skipped on the ledger; the redelivery never got that far
     assert row.skipped_count == 1
@@ -99,7 +99,7 @@ def test_a_failing_provider_is_retried_then_dead_lettered_and_rates_go_stale(fx_
     # then every attempt the policy allows was made, then the chain was dead-lettered
     assert fx.calls() == SYNC_POLICY.max_attempts == 5
     assert (dead.task_name, dead.reason, dead.attempts) == ("fx.sync_rates", "exhausted", 5)
-    assert dead.exception_class == "jobs.errors.RetryableError"
+    assert dead.exception_class == "core.http.UpstreamRetryable"
     assert "503" in dead.message
     # the slot's ledger row shows the failure; retries re-entered it, nothing else ran it
     row = ScheduleSlot.objects.get(schedule=SCHEDULE)

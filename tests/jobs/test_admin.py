@@ -7,8 +7,8 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 from django.urls import reverse
 
+from core.errors import PermanentError
 from jobs.dead_letters import dead_letter_record
-from jobs.errors import PermanentError
 from jobs.execution import TaskMeta
 from jobs.models import DeadLetter, OutboxMessage
 

@@ -8,8 +8,8 @@ import uuid
 import pytest
 from django.contrib.auth.models import Permission
 
+from core.errors import PermanentError
 from jobs.dead_letters import dead_letter_record
-from jobs.errors import PermanentError
 from jobs.execution import TaskMeta
 from jobs.models import DeadLetter, OutboxMessage
 

@@ -63,7 +63,7 @@ def test_exhausted_retries_produce_exactly_one_dead_letter(live):
     assert DeadLetter.objects.filter(root_id=root).count() == 1
     assert dead.reason == "exhausted"
     assert dead.attempts == 4
-    assert dead.exception_class == "jobs.errors.RetryableError"
+    assert dead.exception_class == "core.errors.RetryableError"
     assert dead.kwargs == {"key": key, "fail_times": 100}
     assert dead.status == DeadLetter.Status.OPEN
     assert dead.first_failed_at < dead.last_failed_at

@@ -6,6 +6,8 @@ from typing import Any
 import pytest
 from django.core.exceptions import ObjectDoesNotExist
 
+from core.errors import PermanentError
+from core.redact import normalise, redact
 from jobs.dead_letters import (
     dead_letter_close,
     dead_letter_record,
@@ -13,10 +15,8 @@ from jobs.dead_letters import (
     fingerprint,
     open_groups,
 )
-from jobs.errors import PermanentError
 from jobs.execution import TaskMeta
 from jobs.models import DeadLetter, OutboxMessage
-from jobs.redact import normalise, redact
 
 pytestmark = pytest.mark.django_db
 
@@ -29,7 +29,7 @@ def meta(task_name: str = "probe.record", **overrides) -> TaskMeta:
         "queue": "default",
         "attempt": 3,
         "root_id": task_id,
-        "correlation_id": "req-1",
+        "request_id": "req-1",
         "job_id": None,
         "first_failed_at": None,
     }

@@ -7,8 +7,9 @@ import pytest
 from django.core import mail
 from django.utils import timezone
 
+from core.models import IdempotencyKey
 from jobs import tasks
-from jobs.models import DeadLetter, IdempotencyKey, OutboxMessage, TaskRun
+from jobs.models import DeadLetter, OutboxMessage, TaskRun
 from tests.jobs.test_admin import make_dead_letter
 
 pytestmark = pytest.mark.django_db

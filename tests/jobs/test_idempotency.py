@@ -7,7 +7,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from jobs.models import IdempotencyKey, Job, OutboxMessage
+from core.models import IdempotencyKey
+from jobs.models import Job, OutboxMessage
 from tests.conftest import client_for
 
 URL = "/api/probe/create"

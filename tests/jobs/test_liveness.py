@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from jobs.beat import HEARTBEAT_KEY
+from jobs.scheduling.beat import HEARTBEAT_KEY
 from tests.harness import ROOT, child_env, redis_client, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -36,7 +36,7 @@ def test_beat_alive_follows_the_heartbeat_of_a_real_beat(isolated, tmp_path):
     isolated.spawn(
         "beat",
         [
-            sys.executable, "-m", "celery", "-A", "config", "beat", "-S", "jobs.beat:HeartbeatScheduler",
+            sys.executable, "-m", "celery", "-A", "config", "beat", "-S", "jobs.scheduling.beat:HeartbeatScheduler",
             "--schedule", str(tmp_path / "schedule"), "--pidfile", str(tmp_path / "beat.pid"),
         ],
     ).wait_for_log("beat: Starting...")  # fmt: skip

@@ -8,7 +8,7 @@ from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from config.schedules import SCHEDULES
 from jobs.management.commands.setup_periodic_tasks import sync_schedules
-from jobs.schedules import Schedule
+from jobs.scheduling.definitions import Schedule
 
 pytestmark = pytest.mark.django_db
 

@@ -15,11 +15,12 @@ from django.test import Client
 from django.urls import reverse
 
 from config.celery_app import app
-from jobs import slots
-from jobs.errors import PermanentError, Reschedule
+from core.errors import PermanentError
+from jobs.errors import Reschedule
 from jobs.management.commands.setup_periodic_tasks import sync_schedules
 from jobs.models import OutboxMessage, ScheduleSlot
-from jobs.schedules import Schedule
+from jobs.scheduling import backfill, definitions, ledger, timing
+from jobs.scheduling.definitions import Schedule
 
 pytestmark = pytest.mark.django_db
 
@@ -75,7 +76,7 @@ def celery_next(expression: str, after: datetime) -> datetime:
     ],
 )
 def test_slot_of_a_time_is_the_latest_crontab_fire_time_at_or_before_it(expression, when, expected):
-    assert slots.slot_start(expression, when) == expected
+    assert timing.slot_start(expression, when) == expected
 
 
 def test_crontab_slots_agree_with_celery_beat():
@@ -90,47 +91,47 @@ def test_crontab_slots_agree_with_celery_beat():
     ]:
         for _ in range(25):
             when = T + timedelta(minutes=rng.randint(-60 * 24 * 40, 0), seconds=rng.randint(0, 59))
-            start = slots.slot_start(expression, when)
+            start = timing.slot_start(expression, when)
             # the slot start is a fire time, and beat fires nothing between it and `when`
             assert celery_next(expression, start - timedelta(minutes=1)) == start, (expression, when)
             assert celery_next(expression, start) > when, (expression, when)
 
 
 def test_interval_slots_are_multiples_of_the_interval_since_the_epoch():
-    assert slots.slot_start(5, at(7, 30, 7)) == at(7, 30, 5)
-    assert slots.slot_start(timedelta(minutes=10), at(7, 39, 59)) == at(7, 30)
-    assert slots.slot_start(2, at(7, 30, 4)) == at(7, 30, 4)
+    assert timing.slot_start(5, at(7, 30, 7)) == at(7, 30, 5)
+    assert timing.slot_start(timedelta(minutes=10), at(7, 39, 59)) == at(7, 30)
+    assert timing.slot_start(2, at(7, 30, 4)) == at(7, 30, 4)
 
 
 def test_crontab_slots_in_another_timezone():
     # 09:00 in Zurich is 08:00 UTC in winter; at 08:30 local (07:30 UTC) the slot is yesterday's
-    assert slots.slot_start("0 9 * * *", at(7, 30), tz="Europe/Zurich") == at(8, day=9)
+    assert timing.slot_start("0 9 * * *", at(7, 30), tz="Europe/Zurich") == at(8, day=9)
 
 
 def test_bad_slot_arguments_are_refused():
     with pytest.raises(ValueError, match="timezone-aware"):
-        slots.slot_start("0 * * * *", datetime(2026, 3, 10, 12))  # noqa: DTZ001 - the naive input under test
+        timing.slot_start("0 * * * *", datetime(2026, 3, 10, 12))  # noqa: DTZ001 - the naive input under test
     with pytest.raises(ValueError, match="five fields"):
-        slots.slot_start("0 *", T)
+        timing.slot_start("0 *", T)
     with pytest.raises(ValueError, match="positive"):
-        slots.slot_start(0, T)
+        timing.slot_start(0, T)
 
 
 def test_slots_between_lists_slot_starts_in_the_range_oldest_first():
-    assert slots.slots_between("0 * * * *", at(9, 30), at(12, 10)) == [at(10), at(11), at(12)]
-    assert slots.slots_between("0 * * * *", at(10), at(10)) == [at(10)]
-    assert slots.slots_between("0 * * * *", at(10, 1), at(10, 59)) == []
+    assert timing.slots_between("0 * * * *", at(9, 30), at(12, 10)) == [at(10), at(11), at(12)]
+    assert timing.slots_between("0 * * * *", at(10), at(10)) == [at(10)]
+    assert timing.slots_between("0 * * * *", at(10, 1), at(10, 59)) == []
 
 
 # --- claiming ----------------------------------------------------------------------------------
 def test_the_first_claim_runs_and_any_other_is_skipped_and_counted():
     first, second, third = new_id(), new_id(), new_id()
     # given a slot claimed and run by one message
-    with slots.run_slot(schedule="s", slot_start=at(10), task_id=first) as run:
+    with ledger.run_slot(schedule="s", slot_start=at(10), task_id=first) as run:
         assert not run.skipped
     # when a second beat's message and a manual re-run claim the same slot
-    assert slots.claim(schedule="s", slot_start=at(10), task_id=second).skipped
-    late = slots.claim(schedule="s", slot_start=at(10), task_id=third)
+    assert ledger.claim(schedule="s", slot_start=at(10), task_id=second).skipped
+    late = ledger.claim(schedule="s", slot_start=at(10), task_id=third)
     # then both are skipped, and the one row says so
     assert late.skipped
     assert late.status == Status.SUCCEEDED
@@ -145,51 +146,51 @@ def test_the_first_claim_runs_and_any_other_is_skipped_and_counted():
 def test_a_retry_of_the_same_chain_re_enters_its_failed_slot():
     root = new_id()
     # given the first attempt failed
-    with pytest.raises(ConnectionError), slots.run_slot(schedule="s", slot_start=at(10), task_id=root):
+    with pytest.raises(ConnectionError), ledger.run_slot(schedule="s", slot_start=at(10), task_id=root):
         raise ConnectionError("provider down")
     row = ScheduleSlot.objects.get()
     assert row.status == Status.FAILED
     assert row.error == "ConnectionError: provider down"
     # when the retry (a new task id, the same root) claims it, it runs; a stranger is skipped
     retry = new_id()
-    with slots.run_slot(schedule="s", slot_start=at(10), task_id=retry, root_id=root) as run:
+    with ledger.run_slot(schedule="s", slot_start=at(10), task_id=retry, root_id=root) as run:
         assert not run.skipped
         assert run.attempt == 2
-        assert slots.claim(schedule="s", slot_start=at(10), task_id=new_id()).skipped
+        assert ledger.claim(schedule="s", slot_start=at(10), task_id=new_id()).skipped
     row.refresh_from_db()
     assert (row.status, row.attempts, str(row.task_id), row.error) == (Status.SUCCEEDED, 2, retry, "")
 
 
 def test_only_a_repair_may_rerun_a_failed_slot_of_another_chain():
-    with pytest.raises(TimeoutError), slots.run_slot(schedule="s", slot_start=at(10), task_id=new_id()):
+    with pytest.raises(TimeoutError), ledger.run_slot(schedule="s", slot_start=at(10), task_id=new_id()):
         raise TimeoutError
-    assert slots.claim(schedule="s", slot_start=at(10), task_id=new_id()).skipped
-    replay = slots.claim(schedule="s", slot_start=at(10), task_id=new_id(), repair=True)
+    assert ledger.claim(schedule="s", slot_start=at(10), task_id=new_id()).skipped
+    replay = ledger.claim(schedule="s", slot_start=at(10), task_id=new_id(), repair=True)
     assert not replay.skipped
-    slots.finish(replay)
+    ledger.finish(replay)
     # a succeeded slot is never repaired
-    assert slots.claim(schedule="s", slot_start=at(10), task_id=new_id(), repair=True).skipped
+    assert ledger.claim(schedule="s", slot_start=at(10), task_id=new_id(), repair=True).skipped
 
 
 def test_a_rescheduled_run_leaves_the_slot_claimed_for_its_chain():
     root = new_id()
-    with pytest.raises(Reschedule), slots.run_slot(schedule="s", slot_start=at(10), task_id=root):
+    with pytest.raises(Reschedule), ledger.run_slot(schedule="s", slot_start=at(10), task_id=root):
         raise Reschedule(3.0, "vendor rate limit")
     assert ScheduleSlot.objects.get().status == Status.CLAIMED
-    assert slots.claim(schedule="s", slot_start=at(10), task_id=new_id()).skipped
-    assert not slots.claim(schedule="s", slot_start=at(10), task_id=new_id(), root_id=root).skipped
+    assert ledger.claim(schedule="s", slot_start=at(10), task_id=new_id()).skipped
+    assert not ledger.claim(schedule="s", slot_start=at(10), task_id=new_id(), root_id=root).skipped
 
 
 @pytest.mark.django_db(transaction=True)
 def test_racing_claims_on_real_connections_let_exactly_one_run():
     # given eight claimers released at once, each on its own database connection
     barrier = threading.Barrier(8)
-    outcomes: list[slots.Outcome] = []
+    skipped: list[bool] = []
 
     def claimer() -> None:
         try:
             barrier.wait(timeout=10)
-            outcomes.append(slots.claim(schedule="race", slot_start=at(10), task_id=new_id()).outcome)
+            skipped.append(ledger.claim(schedule="race", slot_start=at(10), task_id=new_id()).skipped)
         finally:
             connection.close()
 
@@ -199,7 +200,7 @@ def test_racing_claims_on_real_connections_let_exactly_one_run():
     for thread in threads:
         thread.join(timeout=30)
     # then one ran and seven were skipped, all recorded on the one row
-    assert sorted(outcomes) == [slots.Outcome.RUN] + [slots.Outcome.SKIP] * 7
+    assert sorted(skipped) == [False] + [True] * 7
     row = ScheduleSlot.objects.get(schedule="race")
     assert (row.status, row.skipped_count) == (Status.RUNNING, 7)
 
@@ -207,29 +208,29 @@ def test_racing_claims_on_real_connections_let_exactly_one_run():
 # --- which slot a message belongs to --------------------------------------------------------------
 def test_a_message_belongs_to_its_chain_then_its_slot_kwarg_then_beats_send_time_then_now(hourly):
     root = new_id()
-    slots.claim(schedule=hourly, slot_start=at(9), task_id=root)
+    ledger.claim(schedule=hourly, slot_start=at(9), task_id=root)
     # a retry of a chain that holds a slot stays in that slot, whatever the clock says
-    assert slots.resolve_slot(schedule=hourly, root_id=root, sent_at=at(11, 0, 1)) == at(9)
+    assert ledger.resolve_slot(schedule=hourly, root_id=root, sent_at=at(11, 0, 1)) == at(9)
     # an explicit slot (backfill) wins over beat's send time
-    assert slots.resolve_slot(schedule=hourly, root_id=new_id(), slot="2026-03-10T10:00:00+00:00") == at(10)
+    assert ledger.resolve_slot(schedule=hourly, root_id=new_id(), slot="2026-03-10T10:00:00+00:00") == at(10)
     # beat's send time: a message that waited in the queue keeps the slot it was sent for
-    assert slots.resolve_slot(schedule=hourly, sent_at=at(10, 0, 2).isoformat(), now=at(12, 5)) == at(10)
+    assert ledger.resolve_slot(schedule=hourly, sent_at=at(10, 0, 2).isoformat(), now=at(12, 5)) == at(10)
     # nothing else known: the slot of now
-    assert slots.resolve_slot(schedule=hourly, now=at(12, 5)) == at(12)
+    assert ledger.resolve_slot(schedule=hourly, now=at(12, 5)) == at(12)
 
 
 def test_unknown_schedules_and_naive_slots_are_permanent_errors(hourly):
-    with pytest.raises(slots.UnknownSchedule):
-        slots.resolve_slot(schedule="nope")
+    with pytest.raises(definitions.UnknownSchedule):
+        ledger.resolve_slot(schedule="nope")
     with pytest.raises(PermanentError, match="no timezone"):
-        slots.resolve_slot(schedule=hourly, slot="2026-03-10T10:00:00")
+        ledger.resolve_slot(schedule=hourly, slot="2026-03-10T10:00:00")
 
 
 def test_definition_comes_from_beats_table_else_from_code(hourly):
-    from_db = slots.definition(hourly)
+    from_db = definitions.definition(hourly)
     assert (from_db.when, from_db.tz, from_db.uses_ledger) == ("0 * * * *", "UTC", True)
-    assert slots.definition("probe.record").name == hourly  # the one schedule of a task
-    from_code = slots.definition("dead-letter-digest")  # not in this test's database
+    assert definitions.definition("probe.record").name == hourly  # the one schedule of a task
+    from_code = definitions.definition("dead-letter-digest")  # not in this test's database
     assert (from_code.when, from_code.uses_ledger) == ("0 8 * * *", False)
 
 
@@ -238,9 +239,9 @@ def test_only_messages_from_beat_get_the_send_time_stamp():
     other_headers: dict[str, str] = {}
     signals.before_task_publish.send(sender="fx.sync_rates", headers=beat_headers)
     signals.before_task_publish.send(sender="fx.sync_rates", headers=other_headers)
-    stamped = datetime.fromisoformat(beat_headers[slots.BEAT_SENT_AT])
+    stamped = datetime.fromisoformat(beat_headers[ledger.BEAT_SENT_AT])
     assert abs((stamped - datetime.now(UTC)).total_seconds()) < 5
-    assert slots.BEAT_SENT_AT not in other_headers
+    assert ledger.BEAT_SENT_AT not in other_headers
 
 
 # --- missed slots and backfill ------------------------------------------------------------------
@@ -251,9 +252,11 @@ def finished(schedule: str, start: datetime, status: str = Status.SUCCEEDED) -> 
 def test_backfill_runs_only_the_newest_missed_slot_and_skips_the_older_ones(hourly):
     # given the 10:00 slot ran, and 09:00, 11:00 and 12:00 were missed
     finished(hourly, at(10))
-    assert slots.missed_slots(schedule=hourly, since=at(9), until=T) == [at(9), at(11), at(12)]
+    preview = backfill.backfill(schedule=hourly, since=at(9), until=T, dry_run=True)
+    assert (preview.run, preview.skipped) == (at(12), [at(9), at(11)])
+    assert not ScheduleSlot.objects.exclude(slot_start=at(10)).exists()  # a dry run writes nothing
     # when backfilling since 09:00
-    report = slots.backfill(schedule=hourly, since=at(9), until=T)
+    report = backfill.backfill(schedule=hourly, since=at(9), until=T)
     # then 12:00 is queued through the outbox, claimed for exactly that task
     assert report.run == at(12)
     message = OutboxMessage.objects.get()
@@ -270,30 +273,29 @@ def test_backfill_runs_only_the_newest_missed_slot_and_skips_the_older_ones(hour
         at(11): Status.SKIPPED,
         at(12): Status.CLAIMED,
     }
-    assert slots.missed_slots(schedule=hourly, since=at(9), until=T) == []
     # a second backfill finds nothing to do
-    again = slots.backfill(schedule=hourly, since=at(9), until=T)
+    again = backfill.backfill(schedule=hourly, since=at(9), until=T)
     assert (again.run, again.skipped) == (None, [])
     assert OutboxMessage.objects.count() == 1
 
 
 def test_backfill_queues_nothing_when_the_newest_slot_ran(hourly):
     finished(hourly, at(12))
-    report = slots.backfill(schedule=hourly, since=at(10), until=T)
+    report = backfill.backfill(schedule=hourly, since=at(10), until=T)
     assert (report.run, report.skipped) == (None, [at(10), at(11)])
     assert not OutboxMessage.objects.exists()
 
 
 def test_backfill_queues_a_failed_newest_slot_again(hourly):
     finished(hourly, at(12), status=Status.FAILED)
-    report = slots.backfill(schedule=hourly, since=at(12), until=T)
+    report = backfill.backfill(schedule=hourly, since=at(12), until=T)
     assert report.run == at(12)
     row = ScheduleSlot.objects.get()
     assert row.status == Status.CLAIMED
     assert str(row.root_id) == report.task_id
     # the queued task, not anybody else, may run it
-    assert slots.claim(schedule=hourly, slot_start=at(12), task_id=new_id()).skipped
-    assert not slots.claim(schedule=hourly, slot_start=at(12), task_id=report.task_id).skipped
+    assert ledger.claim(schedule=hourly, slot_start=at(12), task_id=new_id()).skipped
+    assert not ledger.claim(schedule=hourly, slot_start=at(12), task_id=report.task_id).skipped
 
 
 def test_backfill_command_dry_run_and_refusals(hourly):

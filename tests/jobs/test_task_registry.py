@@ -8,10 +8,10 @@ from django.core.management import call_command
 from django.core.management.base import SystemCheckError
 
 from jobs.base_task import BaseTask
-from jobs.checks import check_tasks, project_tasks
 from jobs.queues import Queue
+from jobs.system_checks import check_tasks, project_tasks
 
-COMMITTED = Path(__file__).resolve().parents[2] / "config" / "registered_tasks.txt"
+COMMITTED = Path(__file__).resolve().parent / "registered_tasks.txt"
 
 
 def committed_names() -> list[str]:

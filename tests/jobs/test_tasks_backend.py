@@ -1,4 +1,4 @@
-"""Django's task API on the outbox and Celery (jobs/tasks_backend.py), on a real worker, relay,
+"""Django's task API on the outbox and Celery (jobs/django_tasks/backend.py), on a real worker, relay,
 Redis and PostgreSQL: enqueue in the caller's transaction, results read from our own records,
 retries, dead letters and replays, time limits, priorities and queues, and the same answers as
 Django's immediate backend where both can give one."""
@@ -26,23 +26,16 @@ from django.utils import timezone
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from core.errors import PermanentError, RetryableError
 from jobs import outbox
 from jobs.dead_letters import dead_letter_replay
-from jobs.errors import PermanentError, PoisonMessageError, RetryableError
+from jobs.django_tasks.backend import RUNNER_TASK_NAME, OutboxCeleryBackend, load_task, outbox_priority
+from jobs.django_tasks.specs import policy, spec_for
+from jobs.errors import PoisonMessageError
 from jobs.models import DeadLetter, Job, OutboxMessage, TaskRun
 from jobs.policy import RetryPolicy
 from jobs.queues import Queue
-from jobs.services import job_create
-from jobs.tasks_backend import (
-    RUNNER_TASK_NAME,
-    OutboxCeleryBackend,
-    load_task,
-    outbox_priority,
-    policy,
-    spec_for,
-)
-from orders.exports import EXPORT_KIND
-from orders.tasks import DOCUMENT_POLICY, export_orders
+from orders.exports import EXPORT_POLICY, export_orders
 from tests.harness import ROOT, child_env, redis_client, wait_until
 from tests.probe.django_tasks import (
     FAST_RETRY,
@@ -374,7 +367,7 @@ def test_system_checks_pass_and_catch_a_bad_backend_configuration(settings):
     assert [e.id for e in bad.check()] == ["taskyard.E010", "taskyard.E011"]
     settings.TASKS = {
         **settings.TASKS,
-        "bad": {"BACKEND": "jobs.tasks_backend.OutboxCeleryBackend", "QUEUES": ["nope"]},
+        "bad": {"BACKEND": "jobs.django_tasks.backend.OutboxCeleryBackend", "QUEUES": ["nope"]},
     }
     with pytest.raises(SystemCheckError, match=r"taskyard\.E010"):
         call_command("check")
@@ -407,9 +400,9 @@ def test_priorities_map_onto_the_outbox_scale():
 
 # --- the order export: Django's task API end to end -------------------------------------------
 def test_the_order_export_is_a_django_task_reporting_on_its_job(live, api):
-    assert spec_for("orders.tasks.export_orders").retry == DOCUMENT_POLICY
+    assert spec_for("orders.exports.export_orders").retry == EXPORT_POLICY
     assert (
-        spec_for("orders.tasks.export_orders").soft_time_limit,
+        spec_for("orders.exports.export_orders").soft_time_limit,
         spec_for(export_orders.module_path).time_limit,
     ) == (
         14 * 60,
@@ -421,25 +414,17 @@ def test_the_order_export_is_a_django_task_reporting_on_its_job(live, api):
     job = Job.objects.get(pk=response.json()["job_id"])
     row = OutboxMessage.objects.get()
     assert (row.task_name, row.queue, row.headers["job_id"]) == (RUNNER_TASK_NAME, "documents", str(job.id))
-    assert row.kwargs == {"task": "orders.tasks.export_orders", "args": [], "kwargs": {"job_id": str(job.id)}}
+    assert row.kwargs == {
+        "task": "orders.exports.export_orders",
+        "args": [],
+        "kwargs": {"job_id": str(job.id)},
+    }
     # when it has run
     result = wait_result(export_orders.get_result(str(row.id)))
     # then the job and the task result agree
     job.refresh_from_db()
     assert (job.state, job.result, job.task_id) == ("succeeded", {"rows": 0}, row.id)
     assert result.return_value == job.result_file
-    assert default_storage.exists(job.result_file)
-
-
-def test_export_messages_under_the_old_celery_name_still_run(live, user):
-    # given an export message queued before the deploy, under the old Celery task name
-    job = job_create(owner=user, kind=EXPORT_KIND)
-    with transaction.atomic():
-        outbox.enqueue("orders.export_orders", kwargs={"job_id": str(job.id)}, job_id=job.id)
-    # then the alias runs it
-    wait_until(lambda: Job.objects.get(pk=job.pk).state == "succeeded", message="the export job")
-    job.refresh_from_db()
-    assert job.result == {"rows": 0}
     assert default_storage.exists(job.result_file)
 
 

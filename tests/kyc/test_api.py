@@ -8,8 +8,9 @@ import pytest
 from django.db import IntegrityError, transaction
 from django.test import override_settings
 
+from core.models import IdempotencyKey
 from jobs.errors import EnqueueError
-from jobs.models import IdempotencyKey, OutboxMessage
+from jobs.models import OutboxMessage
 from kyc import services
 from kyc.models import Document, Submission, SubmissionEvent
 from tests.conftest import client_for

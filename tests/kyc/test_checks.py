@@ -2,7 +2,8 @@
 
 import pytest
 
-from jobs.errors import PermanentError, Reschedule
+from core.errors import PermanentError
+from jobs.errors import Reschedule
 from jobs.models import OutboxMessage
 from kyc.checks import VENDOR_BUCKET_KEY, kyc_check_mark_failed, kyc_check_run
 from kyc.models import Submission, VendorAttempt, VendorCheck

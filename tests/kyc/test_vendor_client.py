@@ -1,14 +1,11 @@
 """The vendor client (kyc/vendor.py) against the running fake: every answer classified once."""
 
 import io
-from datetime import timedelta
-from email.utils import format_datetime
 
 import pytest
-from django.utils import timezone
 
+from core.http import UpstreamPermanent, UpstreamRetryable
 from kyc import vendor as client
-from kyc.errors import VendorPermanentError, VendorRetryableError
 from tests.harness import free_port, wait_until
 from tests.kyc.conftest import pdf_bytes
 
@@ -37,7 +34,7 @@ def test_the_same_idempotency_key_is_the_same_check(vendor):
     stats = vendor.stats()
     assert (stats["submits"], stats["checks"]) == (2, 1)
     # the same key with other documents is refused, permanently
-    with pytest.raises(VendorPermanentError, match="422") as refused:
+    with pytest.raises(UpstreamPermanent, match="422") as refused:
         submit("sub-2", pdf_bytes(marker="something else"))
     assert refused.value.status_code == 422
 
@@ -56,7 +53,7 @@ def test_markers_and_the_default_decide(vendor):
 @pytest.mark.parametrize("status", [500, 502, 503])
 def test_5xx_is_retryable_with_the_backoff(vendor, status):
     vendor.control(fail_submits=1, fail_with=status)
-    with pytest.raises(VendorRetryableError) as failed:
+    with pytest.raises(UpstreamRetryable) as failed:
         submit()
     assert failed.value.status_code == status
     assert failed.value.retry_after is None  # no Retry-After: the task's backoff decides
@@ -64,7 +61,7 @@ def test_5xx_is_retryable_with_the_backoff(vendor, status):
 
 def test_429_is_retryable_after_the_vendors_retry_after(vendor):
     vendor.control(mode="429", retry_after=7)
-    with pytest.raises(VendorRetryableError) as limited:
+    with pytest.raises(UpstreamRetryable) as limited:
         client.get_check("chk_whatever")
     assert limited.value.status_code == 429
     assert limited.value.retry_after == 7
@@ -72,28 +69,21 @@ def test_429_is_retryable_after_the_vendors_retry_after(vendor):
 
 def test_a_503_with_retry_after_is_honoured_too(vendor):
     vendor.control(fail_submits=1, fail_with=503, retry_after_statuses=[429, 503], retry_after=4)
-    with pytest.raises(VendorRetryableError) as failed:
+    with pytest.raises(UpstreamRetryable) as failed:
         submit()
     assert (failed.value.status_code, failed.value.retry_after) == (503, 4)
-
-
-def test_retry_after_as_an_http_date():
-    later = timezone.now() + timedelta(seconds=30)
-    assert 25 < (client.retry_after_seconds(format_datetime(later, usegmt=True)) or 0) <= 30
-    assert client.retry_after_seconds("soon") is None
-    assert client.retry_after_seconds("-5") == 0
 
 
 @pytest.mark.parametrize("status", [400, 422])
 def test_4xx_is_permanent(vendor, status):
     vendor.control(mode="reject", reject_status=status)
-    with pytest.raises(VendorPermanentError, match="invalid_document") as rejected:
+    with pytest.raises(UpstreamPermanent, match="invalid_document") as rejected:
         submit()
     assert rejected.value.status_code == status
 
 
 def test_an_unknown_check_is_permanent(vendor):
-    with pytest.raises(VendorPermanentError, match="404"):
+    with pytest.raises(UpstreamPermanent, match="404"):
         client.get_check("chk_nobody_knows")
 
 
@@ -101,7 +91,7 @@ def test_a_read_timeout_is_retryable_and_the_check_exists_anyway(vendor, setting
     # given a vendor that takes the check but answers after our read timeout
     settings.KYC_VENDOR_READ_TIMEOUT = 0.5
     vendor.control(fail_submits=1, fail_with="timeout", timeout_seconds=1.5)
-    with pytest.raises(VendorRetryableError, match="timed out"):
+    with pytest.raises(UpstreamRetryable, match="timed out"):
         submit("sub-3")
     # when the retry sends the same key, the vendor answers with the check it already has
     again = submit("sub-3")
@@ -111,7 +101,7 @@ def test_a_read_timeout_is_retryable_and_the_check_exists_anyway(vendor, setting
 
 def test_nothing_listening_is_retryable(vendor, settings):
     settings.KYC_VENDOR_URL = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(VendorRetryableError, match="connection failed"):
+    with pytest.raises(UpstreamRetryable, match="connection failed"):
         submit()
 
 

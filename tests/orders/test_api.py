@@ -167,11 +167,15 @@ def test_export_answers_202_with_a_job_url(api, user):
     assert response["Location"] == f"/api/jobs/{job.id}"
     row = OutboxMessage.objects.get()
     assert (row.task_name, row.queue, row.headers["job_id"]) == (
-        "jobs.run_django_task",  # the export is a django.tasks Task (orders.tasks.export_orders)
+        "jobs.run_django_task",  # the export is a django.tasks Task (orders.exports.export_orders)
         "documents",
         str(job.id),
     )
-    assert row.kwargs == {"task": "orders.tasks.export_orders", "args": [], "kwargs": {"job_id": str(job.id)}}
+    assert row.kwargs == {
+        "task": "orders.exports.export_orders",
+        "args": [],
+        "kwargs": {"job_id": str(job.id)},
+    }
     assert api.get(response["Location"]).json()["state"] == "queued"
 
 

@@ -42,7 +42,7 @@ def test_order_confirmation_email_arrives_once_with_the_order(live, api, user):
     assert "2 x MUG-RED at 9.99 EUR = 19.98 EUR" in text
     assert "Total: 19.98 EUR" in text
     assert "<strong>19.98 EUR</strong>" in html
-    assert mail["X-Correlation-ID"]  # the request's id travelled with the task
+    assert mail["X-Request-ID"]  # the request's id travelled with the task
     live.wait_idle()
     delivery = EmailDelivery.objects.get(ledger_key=f"order:{order['id']}")
     assert (delivery.status, delivery.attempts) == ("sent", 1)

@@ -1,4 +1,4 @@
-"""Test-only django.tasks Tasks (jobs/tasks_backend.py), run by the real worker.
+"""Test-only django.tasks Tasks (jobs/django_tasks/backend.py), run by the real worker.
 
 Those that record their runs push JSON to the same Redis lists as tests/probe/tasks.py
 (`records(key)`); the pure ones (add, echo, explode, ...) also run on Django's immediate
@@ -16,9 +16,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.tasks import TaskContext, task
 
-from jobs.errors import PermanentError, RetryableError
+from core.errors import PermanentError, RetryableError
+from jobs.django_tasks.specs import policy
 from jobs.policy import RetryPolicy
-from jobs.tasks_backend import policy
 
 FAST_RETRY = RetryPolicy(max_attempts=4, backoff_base=0.4, backoff_cap=2.0)
 

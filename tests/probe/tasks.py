@@ -1,6 +1,6 @@
 """Test-only tasks that record every execution in Redis, so tests can count and time them.
 
-Each record is JSON: task id, attempt, root id, correlation id, pid, time.
+Each record is JSON: task id, attempt, root id, request id, pid, time.
 """
 
 import json
@@ -14,8 +14,8 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from config.celery_app import app
+from core.errors import PermanentError, RetryableError
 from jobs.base_task import BaseTask
-from jobs.errors import PermanentError, RetryableError
 from jobs.policy import RetryPolicy
 from jobs.queues import Queue
 

@@ -11,9 +11,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.urls import handler404, handler500, urlpatterns
-from config.users import request_user
+from core.idempotency import idempotent
+from core.users import request_user
 from jobs import outbox
-from jobs.idempotency import idempotent
 from jobs.services import job_create
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs import slots
+from jobs.scheduling import backfill, definitions, timing
 
 
 def _utc(value: str) -> datetime:
@@ -41,9 +41,11 @@ class Command(BaseCommand):
         since = _utc(options["since"])
         until = _utc(options["until"]) if options["until"] else None
         try:
-            spec = slots.definition(options["schedule"])
-            report = slots.backfill(schedule=spec.name, since=since, until=until, dry_run=options["dry_run"])
-        except (slots.UnknownSchedule, slots.SlotError) as exc:
+            spec = definitions.definition(options["schedule"])
+            report = backfill.backfill(
+                schedule=spec.name, since=since, until=until, dry_run=options["dry_run"]
+            )
+        except (definitions.UnknownSchedule, timing.SlotError) as exc:
             raise CommandError(str(exc)) from exc
         when = spec.when if isinstance(spec.when, str) else f"every {spec.when.total_seconds():g} s"
         prefix = "[dry run] " if options["dry_run"] else ""

@@ -8,7 +8,7 @@ import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
-from jobs.beat import HEARTBEAT_KEY
+from jobs.scheduling.beat import HEARTBEAT_KEY
 
 
 class Command(BaseCommand):

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from kombu import Message
 
-from config.celery_app import app
+from jobs.app import celery_app
 from jobs.broker import dead_letter_queue, is_amqp
 from jobs.dead_letters import broker_dead_letter_record
 
@@ -37,7 +37,7 @@ class Command(BaseCommand):
             broker_dead_letter_record(headers=dict(message.headers or {}), body=body)
             message.ack()  # only after the row is committed: a crash here redelivers it
 
-        with app.connection_for_read() as conn:
+        with celery_app().connection_for_read() as conn:
             queue = dead_letter_queue()(conn.default_channel)
             queue.declare()
             with conn.Consumer([queue], callbacks=[handle_message], accept=["json"]):

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections, connection
 
-from jobs import rescue
+from jobs import reaper
 from jobs.relay import Relay
 from jobs.worker import serve_metrics
 
@@ -40,7 +40,7 @@ def reaper_loop(stop: threading.Event) -> None:
     beside the publishing loop instead of delaying the next NOTIFY wake-up."""
     while not stop.wait(settings.TASKYARD_REAPER_INTERVAL_SECONDS):
         try:
-            rescue.reap()
+            reaper.reap()
         except Exception:
             logger.exception("reaper failed; the relay keeps publishing")
             close_old_connections()

@@ -13,8 +13,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import outbox, slots
+from jobs import outbox
 from jobs.models import ScheduleSlot, TaskRun
+from jobs.scheduling import definitions
 
 
 class Command(BaseCommand):
@@ -26,8 +27,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            spec = slots.definition(options["schedule"])
-        except slots.UnknownSchedule as exc:
+            spec = definitions.definition(options["schedule"])
+        except definitions.UnknownSchedule as exc:
             raise CommandError(str(exc)) from exc
         with transaction.atomic():
             task_id = outbox.enqueue(spec.task, kwargs=spec.kwargs, queue=spec.queue)

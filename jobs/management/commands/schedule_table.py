@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.utils.module_loading import import_string
 
-from jobs.schedules import Schedule
+from jobs.scheduling.definitions import Schedule
 
 HEADER = (
     "| name | schedule | timezone | task | what it does | when a run is missed | one run per slot |\n"

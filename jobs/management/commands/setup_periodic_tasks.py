@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils.module_loading import import_string
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
-from jobs.schedules import Schedule
+from jobs.scheduling.definitions import Schedule
 
 
 def _schedule_fields(schedule: Schedule) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from config.celery_app import app
+from jobs.app import celery_app
 
 
 class Command(BaseCommand):
@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=5.0)
 
     def handle(self, *args: Any, **options: Any) -> None:
-        replies = app.control.ping(
+        replies = celery_app().control.ping(
             destination=[options["node"]] if options["node"] else None, timeout=options["timeout"]
         )
         names = [name for reply in replies or [] for name in reply]

@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
+from core.redis import redis_client
 from jobs import execution
 from jobs.broker import queue_depths
 from jobs.models import OutboxMessage, TaskRun
@@ -35,7 +36,7 @@ LOCK_KEY = "taskyard:reaper-lock"
 
 
 @dataclass
-class RescueReport:
+class ReapReport:
     lost: list[str] = field(default_factory=list)  # running, heartbeat stopped
     orphaned: list[str] = field(default_factory=list)  # received by a dead worker, never started
     republished: int = 0
@@ -52,7 +53,7 @@ def republish(task_ids: list[str]) -> tuple[int, list[str]]:
             sent_at=None, claimed_until=None, not_before=timezone.now()
         )
         known = {str(i) for i in OutboxMessage.objects.filter(pk__in=task_ids).values_list("id", flat=True)}
-        if count and connection.vendor == "postgresql":
+        if count:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_notify(%s, '')", [NOTIFY_CHANNEL])
     return count, [i for i in task_ids if i not in known]
@@ -120,9 +121,9 @@ def _lost_in_broker(client: redis.Redis) -> list[str]:
     return lost
 
 
-def reap(client: redis.Redis | None = None) -> RescueReport:
-    client = client or redis.Redis.from_url(settings.REDIS_URL, socket_timeout=5, socket_connect_timeout=5)
-    report = RescueReport()
+def reap(client: redis.Redis | None = None) -> ReapReport:
+    client = client or redis_client()
+    report = ReapReport()
     if not client.set(LOCK_KEY, "1", nx=True, ex=max(1, int(settings.TASKYARD_REAPER_INTERVAL_SECONDS))):
         return report  # another relay reaped a moment ago
     report.lost = execution.mark_lost_if_stale(settings.TASKYARD_HEARTBEAT_STALE_SECONDS)

@@ -11,7 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.problems import ApplicationError
+from core.problems import ApplicationError
 
 
 class InvalidCredentials(ApplicationError):

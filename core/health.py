@@ -1,20 +1,18 @@
 """Probes. /healthz: the process answers. /readyz: its dependencies answer too.
 
 Both are open (probes carry no credentials) and reveal only which dependency failed.
+The database and Redis checks are core's own; other apps add theirs at start-up with
+`register_check` (jobs adds the broker in JobsConfig.ready).
 """
 
 import time
 from collections.abc import Callable
 
-import redis
-from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 
-from config.celery_app import app as celery_app
-
-PROBE_TIMEOUT_SECONDS = 2.0
+from core.redis import redis_client
 
 
 def _check_database() -> None:
@@ -23,27 +21,18 @@ def _check_database() -> None:
 
 
 def _check_redis() -> None:
-    client = redis.Redis.from_url(
-        settings.REDIS_URL,
-        socket_connect_timeout=PROBE_TIMEOUT_SECONDS,
-        socket_timeout=PROBE_TIMEOUT_SECONDS,
-    )
-    try:
-        client.ping()
-    finally:
-        client.close()
-
-
-def _check_broker() -> None:
-    with celery_app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=int(PROBE_TIMEOUT_SECONDS))
+    redis_client().ping()
 
 
 CHECKS: dict[str, Callable[[], None]] = {
     "database": _check_database,
     "redis": _check_redis,
-    "broker": _check_broker,
 }
+
+
+def register_check(name: str, check: Callable[[], None]) -> None:
+    """Add a readiness check: a callable that raises when its dependency does not answer."""
+    CHECKS[name] = check
 
 
 @require_GET

@@ -10,26 +10,26 @@ from typing import Any
 from django.core.checks import CheckMessage, Error, register
 from django.utils.module_loading import autodiscover_modules
 
+from jobs.app import celery_app
 from jobs.queues import Queue
 
-OWN_PREFIXES = ("jobs.", "orders.", "kyc.", "notifications.", "fx.", "probe.")
+CELERY_BUILTINS = "celery."  # celery.chord_unlock, celery.backend_cleanup, ...: not ours
 
 
 def project_tasks() -> dict[str, Any]:
-    """The project's registered tasks, every app's tasks.py imported."""
-    from config.celery_app import app  # late: the app reads Django settings
+    """Every registered task but Celery's own, with every installed app's tasks.py imported."""
 
     # Import the modules directly: Celery's import_default_modules() would run the
     # system checks again through its Django fixup, and recurse.
     autodiscover_modules("tasks")
-    return {name: task for name, task in app.tasks.items() if name.startswith(OWN_PREFIXES)}
+    return {name: task for name, task in celery_app().tasks.items() if not name.startswith(CELERY_BUILTINS)}
 
 
 @register("taskyard")
 def check_tasks(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    from config.celery_app import app
     from jobs.base_task import BaseTask  # late: imports models
 
+    app = celery_app()
     errors: list[CheckMessage] = []
     queues = {q.value for q in Queue}
     for name, task in project_tasks().items():

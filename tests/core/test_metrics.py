@@ -134,7 +134,7 @@ def test_a_process_that_imported_prometheus_client_before_the_settings_still_sha
         "import os, prometheus_client, django\n"
         "assert 'PROMETHEUS_MULTIPROC_DIR' not in os.environ\n"
         "django.setup()\n"
-        "from jobs.metrics import TASK_EVENTS\n"
+        "from jobs.task_metrics import TASK_EVENTS\n"
         "TASK_EVENTS.labels(task='probe.imported_first', outcome='succeeded').inc()\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=60)

@@ -2,8 +2,9 @@
 
 One scrape of a web process returns: the counters and histograms of every process on
 this host that shares PROMETHEUS_MULTIPROC_DIR (gunicorn workers, Celery pool children,
-the relay), plus broker/outbox/dead-letter/FX figures read at scrape time. Processes on
-other hosts (a worker pod) expose their own via METRICS_EXPORTER_PORT (jobs/worker.py).
+the relay), plus the figures that registered collectors read at scrape time
+(broker, outbox, dead letters: jobs; FX staleness: fx). Processes on
+other hosts (a worker pod) expose their own via METRICS_EXPORTER_PORT (jobs/worker.py serves them).
 
 Protected: a bearer token (METRICS_TOKEN) or a client address in METRICS_ALLOWED_IPS.
 """
@@ -11,18 +12,16 @@ Protected: a bearer token (METRICS_TOKEN) or a client address in METRICS_ALLOWED
 import hmac
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
-from config.problems import problem
-from jobs.metrics import InfraCollector
+from core.problems import problem
 
 logger = logging.getLogger("taskyard.http")
 
@@ -58,25 +57,21 @@ class MetricsMiddleware:
         return response
 
 
-class FxCollector(Collector):
-    """How old the newest FX rates are (alert when stale)."""
+# Collectors that read state at scrape time (queues, outbox, dead letters, FX staleness).
+# Apps register theirs in AppConfig.ready(); core knows none of them.
+COLLECTORS: list[Callable[[], Collector]] = []
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        from fx.selectors import staleness_seconds
 
-        age = staleness_seconds()
-        yield GaugeMetricFamily(
-            "taskyard_fx_rates_age_seconds",
-            "Seconds since the last successful FX sync (+Inf if there never was one).",
-            value=float("inf") if age is None else age,
-        )
+def register_collector(factory: Callable[[], Collector]) -> None:
+    if factory not in COLLECTORS:
+        COLLECTORS.append(factory)
 
 
 def build_registry() -> CollectorRegistry:
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
-    registry.register(InfraCollector())
-    registry.register(FxCollector())
+    for factory in COLLECTORS:
+        registry.register(factory())
     return registry
 
 

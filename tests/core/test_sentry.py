@@ -82,5 +82,5 @@ def test_web_error_event_has_no_auth_header_body_or_email(isolated, ingest, user
     headers = {k.lower() for k in event["request"].get("headers", {})}
     assert not headers & {"authorization", "cookie"}
     assert "data" not in event["request"]
-    assert event["tags"]["correlation_id"]
+    assert event["tags"]["request_id"]
     assert json.dumps(event).count("<email>") >= 1  # the message was kept, redacted

@@ -1,5 +1,5 @@
 """One id links a request to its tasks and their effects: X-Request-ID -> outbox headers ->
-task logs -> the email's X-Correlation-ID header."""
+task logs -> the email's X-Request-ID header."""
 
 import uuid
 
@@ -19,7 +19,7 @@ def test_request_id_travels_to_the_task_logs_and_the_email(live, api):
     rows = OutboxMessage.objects.filter(kwargs__order_id=response.json()["id"])
     assert {row.headers["request_id"] for row in rows} == {request_id}
     [mail] = wait_until(lambda: live.sink.messages(), message="the email")
-    assert mail["X-Correlation-ID"] == request_id
+    assert mail["X-Request-ID"] == request_id
     live.wait_idle()
     task_lines = [line for line in live.worker.log().splitlines() if request_id in line]
     assert any("orders.send_confirmation_email" in line for line in task_lines)

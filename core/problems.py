@@ -37,12 +37,6 @@ class ApplicationError(Exception):
         self.errors = errors
 
 
-class ConflictError(ApplicationError):
-    status_code = 409
-    code = "conflict"
-    title = "The request conflicts with the current state"
-
-
 def problem(
     status: int,
     code: str,

@@ -8,16 +8,16 @@ import sys
 from django.conf import settings
 from django.db import connection
 
-from config.testing import REDIS_DB_VAR, RUN_ID_VAR
 from tests.harness import ROOT
+from tests.isolation import REDIS_DB_VAR, RUN_ID_VAR
 
 CLAIM = """
 import json, sys
-from config.testing import claim_run_resources
+from tests.isolation import claim_run_resources
 run_id, url = claim_run_resources(sys.argv[1])
 print(json.dumps({"run_id": run_id, "url": url}), flush=True)
 sys.stdin.read()  # hold the claim until told to release it
-from config.testing import release_run_resources
+from tests.isolation import release_run_resources
 release_run_resources(sys.argv[1])
 """
 

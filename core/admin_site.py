@@ -47,4 +47,4 @@ class TaskyardAdminSite(admin.AdminSite):
 
 
 class TaskyardAdminConfig(AdminConfig):
-    default_site = "config.admin_site.TaskyardAdminSite"
+    default_site = "core.admin_site.TaskyardAdminSite"

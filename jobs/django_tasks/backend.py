@@ -1,8 +1,8 @@
 """Django's task API (`django.tasks`) on the transactional outbox and the Celery workers.
 
-    # settings: TASKS = {"default": {"BACKEND": "jobs.tasks_backend.OutboxCeleryBackend"}}
+    # settings: TASKS = {"default": {"BACKEND": "jobs.django_tasks.backend.OutboxCeleryBackend"}}
     from django.tasks import task
-    from jobs.tasks_backend import policy
+    from jobs.django_tasks.specs import policy
 
     @policy(RetryPolicy(max_attempts=5), soft_time_limit=14 * 60, time_limit=15 * 60, job_kwarg="job_id")
     @task(queue_name=Queue.DOCUMENTS)
@@ -22,7 +22,7 @@ with kwargs {"task": <module path>, "args": [...], "kwargs": {...}}, in the call
 Worker: `jobs.run_django_task` runs on the project's base task (jobs.base_task.BaseTask), so a
 django.tasks Task gets what every task here gets: TaskRun claim (duplicates are no-ops, poison
 cap), retry classification and backoff with full jitter through the outbox, DeadLetter rows
-replayable from the admin, Job status, metrics, Sentry tags and correlation ids. What differs
+replayable from the admin, Job status, metrics, Sentry tags and request ids. What differs
 per Task (retry policy, time limits, the Job it reports on) is declared with `@policy(...)`
 and kept in a registry keyed by module path: Task objects are frozen dataclasses.
 
@@ -40,43 +40,33 @@ no Celery result backend. Each attempt's return value or error is kept in TaskRu
     a dead letter replayed from the admin                    the replay's state (followed, errors kept)
 """
 
-import inspect
-import json
 import logging
 import uuid
-from collections.abc import Callable
-from contextvars import ContextVar
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NoReturn, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
-import sentry_sdk
 from asgiref.sync import sync_to_async
-from celery import signals as celery_signals
-from django.conf import settings
 from django.core.checks import CheckMessage, Error
-from django.db import DatabaseError, transaction
-from django.tasks import Task, TaskContext, TaskResult, TaskResultStatus
+from django.db import transaction
+from django.tasks import Task, TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TASK_MAX_PRIORITY, TASK_MIN_PRIORITY, TaskError
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
-from django.tasks.signals import task_enqueued, task_finished, task_started
+from django.tasks.signals import task_enqueued
 from django.utils import timezone
-from django.utils.json import normalize_json
 from django.utils.module_loading import import_string
 
-from config.celery_app import app
+from core.errors import RetryableError
 from jobs import outbox
-from jobs.base_task import BaseTask
-from jobs.dead_letters import exception_class_name
-from jobs.errors import EnqueueError, PermanentError, RetryableError
-from jobs.execution import TaskMeta, format_traceback, worker_id
+from jobs.django_tasks.specs import declared_spec
+from jobs.errors import EnqueueError
 from jobs.models import DeadLetter, OutboxMessage, TaskRun
-from jobs.policy import RetryPolicy
 from jobs.queues import Queue
-from jobs.redact import redact
 
 logger = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 RUNNER_TASK_NAME = "jobs.run_django_task"
 DECLARED_QUEUES = frozenset(q.value for q in Queue)
@@ -96,76 +86,6 @@ def outbox_priority(priority: int) -> int:
     """
     span = TASK_MAX_PRIORITY - TASK_MIN_PRIORITY
     return (TASK_MAX_PRIORITY - priority) * OUTBOX_MAX_PRIORITY // span
-
-
-# --- per-task policy: a registry keyed by module path ---------------------------------
-@dataclass(frozen=True)
-class TaskSpec:
-    retry: RetryPolicy
-    soft_time_limit: float | None = None  # seconds; None: the Celery default (CELERY_TASK_*)
-    time_limit: float | None = None
-    job_kwarg: str | None = None  # keyword argument holding the jobs.Job id the task reports on
-
-
-DEFAULT_SPEC = TaskSpec(retry=RetryPolicy())
-_specs: dict[str, TaskSpec] = {}
-_T = TypeVar("_T")
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def policy(
-    retry: RetryPolicy | None = None,
-    *,
-    soft_time_limit: float | None = None,
-    time_limit: float | None = None,
-    job_kwarg: str | None = None,
-) -> Callable[[_T], _T]:
-    """Declare how the worker runs a django.tasks Task: retry policy, time limits, Job.
-
-    Put it above (or below) `@task`. `job_kwarg` names the keyword argument that carries a
-    jobs.Job id: the Job then goes running / succeeded / dead with the task, as for
-    `outbox.enqueue(..., job_id=...)`.
-    """
-
-    def register(target: _T) -> _T:
-        if isinstance(target, Task):
-            path, func = target.module_path, target.func
-        elif callable(target):
-            path = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}"
-            func = target
-        else:
-            raise TypeError("@policy decorates a django.tasks Task or its function")
-        soft = soft_time_limit or settings.CELERY_TASK_SOFT_TIME_LIMIT
-        hard = time_limit or settings.CELERY_TASK_TIME_LIMIT
-        if not soft < hard:
-            raise InvalidTask(
-                f"{path}: the soft time limit ({soft}s) must be below the hard one ({hard}s); "
-                "billiard only arms the hard limit after the soft one fired"
-            )
-        if job_kwarg is not None and job_kwarg not in inspect.signature(func).parameters:
-            raise InvalidTask(f"{path}: job_kwarg {job_kwarg!r} is not a parameter of the task")
-        _specs[path] = TaskSpec(
-            retry=retry or RetryPolicy(),
-            soft_time_limit=soft_time_limit,
-            time_limit=time_limit,
-            job_kwarg=job_kwarg,
-        )
-        return target
-
-    return register
-
-
-def spec_for(path: str) -> TaskSpec:
-    """The declared spec of the Task at `path`, importing its module if it isn't yet."""
-    if path in _specs or "." not in path:
-        return _specs.get(path, DEFAULT_SPEC)
-    try:
-        found = import_string(path)  # its @policy registers it
-    except Exception:  # noqa: BLE001 - the task's own run (under the base task) raises it again
-        return DEFAULT_SPEC
-    # `path` may be an alias (old_name = new_task) kept for messages queued before a rename.
-    return _specs.get(found.module_path if isinstance(found, Task) else path, DEFAULT_SPEC)
 
 
 def load_task(path: str) -> Task[..., Any]:
@@ -240,7 +160,7 @@ class OutboxCeleryBackend(BaseTaskBackend):
                 "run the writes and the enqueue in one function under sync_to_async)"
             )
         args, kwargs = list(args), dict(kwargs)
-        spec = _specs.get(path, DEFAULT_SPEC)
+        spec = declared_spec(path)
         job_id = None
         if spec.job_kwarg:
             job_id = kwargs.get(spec.job_kwarg)
@@ -401,134 +321,3 @@ def _history(root: uuid.UUID) -> _History:
     if latest is not None and status == TaskResultStatus.SUCCESSFUL:
         history.return_value = (latest.result or {}).get("return_value")
     return history
-
-
-# --- the worker side --------------------------------------------------------------------
-_current_spec: ContextVar[TaskSpec] = ContextVar("django_task_spec", default=DEFAULT_SPEC)
-_failing_root: ContextVar[str] = ContextVar("django_task_failing_root", default="")
-
-
-class _PolicyOfTheRunningTask:
-    """`policy` of the runner: the retry policy the running django.tasks Task declared."""
-
-    def __get__(self, instance: object, owner: type | None = None) -> RetryPolicy:
-        return _current_spec.get().retry
-
-
-class DjangoTaskRunner(BaseTask):
-    """The base task around `jobs.run_django_task`, one Celery task for every django.tasks Task."""
-
-    # The base task reads self.policy for the poison cap, classification and backoff.
-    policy = _PolicyOfTheRunningTask()
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        path = str(kwargs.get("task", ""))
-        token = _current_spec.set(spec_for(path))
-        try:
-            sentry_sdk.set_tag("django_task", path)
-            return super().__call__(*args, **kwargs)
-        finally:
-            _current_spec.reset(token)
-
-    def on_failure(self, exc: Exception, task_id: str, args: Any, kwargs: Any, einfo: Any) -> None:
-        # A child killed by its hard time limit is recorded here, in the worker's main process.
-        token = _current_spec.set(spec_for(str((kwargs or {}).get("task", ""))))
-        try:
-            super().on_failure(exc, task_id, args, kwargs, einfo)
-        finally:
-            _current_spec.reset(token)
-
-    def _record_failure(
-        self, meta: TaskMeta, exc: BaseException, args: list[Any], kwargs: dict[str, Any]
-    ) -> NoReturn:
-        outcome = {"exception_class": exception_class_name(exc), "traceback": redact(format_traceback(exc))}
-        try:
-            TaskRun.objects.filter(task_id=meta.task_id).update(result=outcome)
-        except DatabaseError:
-            logger.warning("%s[%s]: could not store the error for get_result()", self.name, meta.task_id)
-        token = _failing_root.set(meta.root_id)
-        try:
-            super()._record_failure(meta, exc, args, kwargs)
-        finally:
-            _failing_root.reset(token)
-
-    def on_dead_letter(self, args: list[Any], kwargs: dict[str, Any], exc: BaseException) -> None:
-        if root := _failing_root.get():
-            _send_finished(str(kwargs.get("task", "")), root)
-
-    def run_task(self, path: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        task = load_task(path)
-        backend = task.get_backend()
-        current = self._current_result(task, args, kwargs)
-        task_started.send(type(backend), task_result=current)
-        if task.takes_context:
-            value = task.call(TaskContext(task_result=current), *args, **kwargs)
-        else:
-            value = task.call(*args, **kwargs)
-        value = normalize_json(value)
-        size = len(json.dumps(value, allow_nan=False).encode())
-        limit = getattr(backend, "max_return_value_bytes", DEFAULT_MAX_RETURN_VALUE_BYTES)
-        if size > limit:
-            raise PermanentError(
-                f"{path} returned {size} bytes of JSON; results are capped at {limit} "
-                "(return an id or a file name, not the data)"
-            )
-        TaskRun.objects.filter(task_id=str(self.request.id)).update(result={"return_value": value})
-        finished = replace(current, status=TaskResultStatus.SUCCESSFUL, finished_at=timezone.now())
-        object.__setattr__(finished, "_return_value", value)
-        task_finished.send(type(backend), task_result=finished)
-        return value
-
-    def _current_result(
-        self, task: Task[..., Any], args: list[Any], kwargs: dict[str, Any]
-    ) -> TaskResult[..., Any]:
-        """This attempt as a TaskResult: RUNNING, one worker id per attempt so far (the context's)."""
-        request = self.request
-        try:
-            return task.get_backend().get_result(str(getattr(request, "root_id", None) or request.id))
-        except TaskResultDoesNotExist:  # a message sent around the outbox: this run is all we know
-            now = timezone.now()
-            return TaskResult(
-                task=task,
-                id=str(request.id),
-                status=TaskResultStatus.RUNNING,
-                enqueued_at=None,
-                started_at=now,
-                finished_at=None,
-                last_attempted_at=now,
-                args=args,
-                kwargs=kwargs,
-                backend=task.backend,
-                errors=[],
-                worker_ids=[worker_id()],
-            )
-
-
-def _send_finished(path: str, root: str) -> None:
-    """Django's task_finished signal for a task that failed for good (best effort)."""
-    try:
-        task = load_task(path)
-        result = task.get_backend().get_result(root)
-    except (RetryableError, InvalidTask, TaskResultDoesNotExist, DatabaseError):
-        return
-    task_finished.send(type(task.get_backend()), task_result=result)
-
-
-@app.task(base=DjangoTaskRunner, bind=True, name=RUNNER_TASK_NAME, queue=Queue.DEFAULT)
-def run_django_task(self: DjangoTaskRunner, task: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    """Runs the django.tasks Task at module path `task` (enqueued by OutboxCeleryBackend)."""
-    return self.run_task(task, args, kwargs)
-
-
-@celery_signals.task_received.connect
-def _apply_time_limits(request: Any = None, **_: Any) -> None:
-    """Per-Task time limits: set on the request in the worker's main process, before it runs.
-
-    Every django.tasks Task shares one Celery task, so its limits come from its @policy; the
-    pool arms them from the request. Retries and replays get them too (nothing rides in headers).
-    """
-    if getattr(request, "name", None) != RUNNER_TASK_NAME:
-        return
-    spec = spec_for(str((request.kwargs or {}).get("task", "")))
-    if spec.time_limit or spec.soft_time_limit:
-        request.time_limits = (spec.time_limit, spec.soft_time_limit)

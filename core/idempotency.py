@@ -13,7 +13,7 @@ Concurrent first requests       -> one resource: the view runs inside one transa
                                    commits, then replays its response. If the first fails
                                    (4xx/5xx), its key row rolls back with everything else
                                    and the client may retry with the same key.
-Keys expire after IDEMPOTENCY_KEY_TTL_HOURS and are purged by `jobs.purge_idempotency_keys`.
+Keys expire after IDEMPOTENCY_KEY_TTL_HOURS and are purged by the `jobs.purge_idempotency_keys` task.
 The header is optional; without it a POST is not deduplicated.
 """
 
@@ -31,9 +31,9 @@ from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from config.users import request_user
-from jobs.errors import IdempotencyKeyInvalid, IdempotencyKeyReused
-from jobs.models import IdempotencyKey
+from core.models import IdempotencyKey
+from core.problems import ApplicationError
+from core.users import request_user
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -41,6 +41,18 @@ MAX_KEY_LENGTH = 255
 REPLAYED_RESPONSE_HEADERS = ("Location",)
 
 View = Callable[..., Response]
+
+
+class IdempotencyKeyReused(ApplicationError):
+    status_code = 422
+    code = "idempotency-key-reused"
+    title = "Idempotency-Key was already used with a different request"
+
+
+class IdempotencyKeyInvalid(ApplicationError):
+    status_code = 400
+    code = "idempotency-key-invalid"
+    title = "Idempotency-Key header is invalid"
 
 
 def _digest_value(value: Any) -> Any:

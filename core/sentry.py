@@ -2,9 +2,9 @@
 
 No PII leaves the process: `send_default_pii=False` (no cookies, user details or client
 IPs), no request bodies (KYC documents!), no local variables, task arguments replaced,
-sensitive headers dropped, and every remaining string passed through jobs.redact
+sensitive headers dropped, and every remaining string passed through core.redact
 (emails, tokens, passwords). Tasks tag their events with name, id, attempt, queue
-and correlation id (jobs/base_task.py), never with their arguments.
+and request id (jobs/base_task.py), never with their arguments.
 """
 
 import logging
@@ -15,7 +15,7 @@ from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.integrations.django import DjangoIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
 
-from jobs.redact import redact
+from core.redact import redact
 
 DROPPED_HEADERS = {
     "authorization",
