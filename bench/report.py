@@ -107,7 +107,7 @@ def failed(reasons: int | dict[str, int]) -> str:
 
 
 def paired_ratio(result: dict[str, Any], fallback: float) -> float:
-    """The median of the ratios measured pair by pair (bench/run.py `paired`)."""
+    """The median of the ratios measured pair by pair (bench/measure.py `paired`)."""
     ratios = result.get("ratios")
     return statistics.median(ratios) if ratios else fallback
 

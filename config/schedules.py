@@ -1,5 +1,5 @@
 """Every periodic task of the project, in one place (UTC). Written to the database by
-`manage.py setup_periodic_tasks`; the README's schedule table lists the same rows."""
+`manage.py setup_periodic_tasks`; docs/schedules.md's schedule table lists the same rows."""
 
 from jobs.scheduling.definitions import Schedule
 

@@ -3,7 +3,8 @@
     client = HttpClient(service="KYC vendor", base_url=..., connect_timeout=3.05, read_timeout=20)
     response = client.request("POST", "/checks", what="submit", files=...)  # 2xx, or raises
 
-Every call has a connect and a read timeout and no redirects; each process keeps one pooled
+Every call has a connect and a read timeout, no redirects, and the request id
+(`X-Request-ID`, core/request_id.py) of the request or task it runs for; each process keeps one pooled
 session per client (a prefork child never shares its parent's sockets). Failures are
 classified here, once, for every service:
 
@@ -22,6 +23,7 @@ from typing import Any
 
 import requests
 
+from core import request_id
 from core.errors import PermanentError, RetryableError
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})  # plus every 5xx
@@ -56,13 +58,14 @@ def is_retryable_status(status: int) -> bool:
 def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
     """Retry-After as seconds (RFC 9110: delay-seconds or an HTTP date); None when absent or unreadable.
 
+    Fractional seconds ("1.5", which some services send) are accepted; negative ones are not.
     A date without a zone (an obsolete form, or `-0000`) is read as UTC, as RFC 9110 says
     HTTP dates are.
     """
     if not value or not value.strip():
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.replace(".", "", 1).isdigit():
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -110,8 +113,15 @@ class HttpClient:
         """Send the request; return a 2xx response or raise UpstreamRetryable / UpstreamPermanent."""
         name = f"{self.service} {what}"
         try:
+            headers = {request_id.HTTP_HEADER: request_id.get()} if request_id.get() else {}
+            headers.update(kwargs.pop("headers", None) or {})
             response = self.session().request(
-                method, self.base_url + path, timeout=self.timeout, allow_redirects=False, **kwargs
+                method,
+                self.base_url + path,
+                headers=headers,
+                timeout=self.timeout,
+                allow_redirects=False,
+                **kwargs,
             )
         except TRANSIENT_REQUEST_ERRORS as exc:
             kind = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"

@@ -22,7 +22,6 @@ Run: python -m fakes.fx_provider --port 8026 [--mode ok] [--latency 0.0]
 import argparse
 import math
 import os
-import signal
 import threading
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -167,14 +166,10 @@ def main() -> None:
 
     provider = Provider(mode=args.mode, latency=args.latency, hang=args.hang)
     http = build_http(provider, args.host, args.port)
-    http.serve_in_thread()
-    print(f"fx provider: http://{args.host}:{http.port}/v1/rates  mode {args.mode}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    provider.stopping.set()  # release requests held by fail-timeout
-    http.shutdown()
+    http.serve_until_signalled(
+        f"fx provider: http://{args.host}:{http.port}/v1/rates  mode {args.mode}",
+        on_stop=provider.stopping.set,  # release requests held by fail-timeout
+    )
 
 
 if __name__ == "__main__":

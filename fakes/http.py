@@ -1,6 +1,7 @@
 """A small JSON-over-HTTP toolkit for the fakes (stdlib only, threaded)."""
 
 import json
+import signal
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -87,6 +88,18 @@ class JsonServer:
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever()
+
+    def serve_until_signalled(self, banner: str, on_stop: Callable[[], None] | None = None) -> None:
+        """Serve in a thread, print `banner` (the tests wait for it), stop on SIGTERM or SIGINT."""
+        self.serve_in_thread()
+        print(banner, flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop.wait()
+        if on_stop is not None:
+            on_stop()
+        self.shutdown()
 
     def shutdown(self) -> None:
         self.httpd.shutdown()

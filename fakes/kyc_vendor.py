@@ -39,7 +39,6 @@ import hashlib
 import os
 import random
 import re
-import signal
 import threading
 import time
 import uuid
@@ -364,13 +363,7 @@ def main() -> None:
         decision_delay=args.decision_delay,
     )
     server = build_server(Vendor(defaults), args.host, args.port)
-    server.serve_in_thread()
-    print(f"kyc vendor: http://{args.host}:{server.port}  mode {args.mode}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    server.shutdown()
+    server.serve_until_signalled(f"kyc vendor: http://{args.host}:{server.port}  mode {args.mode}")
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ Around the task's own code (`run`) it:
   * when the database itself is unreachable (nothing can be recorded), rejects the
     message back to the queue instead of acking it.
 
-    @app.task(base=BaseTask, name="orders.send_confirmation_email", queue=Queue.EMAILS,
-              policy=RetryPolicy(retry_on=(...), max_attempts=6))
-    def send_confirmation_email(order_id: int) -> None:
-        services.order_confirmation_send(order_id=order_id)
+    @shared_task(base=BaseTask, name="orders.auto_cancel_unpaid", queue=Queue.DEFAULT,
+                 policy=RetryPolicy(max_attempts=5, backoff_base=1.0, backoff_cap=60.0))
+    def auto_cancel_unpaid(order_id: int) -> bool:
+        return services.order_auto_cancel(order_id=order_id)
+
+docs/writing-a-task.md walks a new task from definition to tests.
 """
 
 import contextlib

@@ -61,7 +61,7 @@ class RetryPolicy:
     backoff_cap: float = 300.0
     max_deliveries: int = 3  # deliveries of one task id before it counts as poison
     alert: bool = True  # a dead letter of this task alerts (off for the alert task itself)
-    notes: str = field(default="", compare=False)  # shown in the README's retry table
+    notes: str = field(default="", compare=False)  # shown in docs/failures.md's retry table
 
     def classify(self, exc: BaseException) -> Outcome:
         if isinstance(exc, (ALWAYS_PERMANENT, self.permanent_on)):

@@ -36,6 +36,7 @@ HELD_KEY = "taskyard:held:{worker}"
 RELAY_HEARTBEAT_KEY = "taskyard:relay:{host}"  # written by each relay loop (relay_alive reads it)
 RECEIVED_KEEP_SECONDS = 600  # older entries either finished or are covered by TaskRun heartbeats
 
+
 @signals.celeryd_after_setup.connect
 def _name_the_node(sender: str | None = None, **_: Any) -> None:
     # Before the pool forks: the children inherit the node name for their TaskRun rows.
@@ -67,7 +68,9 @@ def serve_metrics() -> None:
 @signals.task_received.connect
 def _track_received(request: Any = None, **_: Any) -> None:
     try:
-        redis_client().zadd(RECEIVED_KEY.format(worker=execution.process_name()), {str(request.id): time.time()})
+        redis_client().zadd(
+            RECEIVED_KEY.format(worker=execution.process_name()), {str(request.id): time.time()}
+        )
     except redis.RedisError:
         logger.warning("could not record received task %s", getattr(request, "id", "?"))
 

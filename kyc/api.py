@@ -15,13 +15,13 @@ from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.idempotency import idempotent
+from core.pagination import paginated_response
 from core.users import request_user
 from kyc import documents, selectors, services
 from kyc.errors import DocumentInvalid, UploadTooLarge
@@ -108,11 +108,8 @@ class SubmissionCollectionApi(APIView):
 
     @extend_schema(responses=SubmissionOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(
-            selectors.submission_list(user=request_user(request)), request, view=self
-        )
-        return paginator.get_paginated_response(SubmissionOutputSerializer(page, many=True).data)
+        submissions = selectors.submission_list(user=request_user(request))
+        return paginated_response(request, self, submissions, SubmissionOutputSerializer)
 
     @extend_schema(
         request={"multipart/form-data": InputSerializer},

@@ -24,6 +24,9 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,32 +76,41 @@ def _event(submission_id: Any, kind: str, task_id: str = "", **detail: Any) -> N
     SubmissionEvent.objects.create(submission_id=submission_id, kind=kind, task_id=task_id, detail=detail)
 
 
-def _attempt(
-    check: VendorCheck,
-    *,
-    kind: str,
-    outcome: str,
-    started: float,
-    started_at: datetime,
-    task_id: str,
-    status_code: int | None = None,
-    error: str = "",
-) -> None:
-    VendorAttempt.objects.create(
-        vendor_check=check,
-        kind=kind,
-        outcome=outcome,
-        status_code=status_code,
-        error=redact(error)[:2000],
-        task_id=task_id,
-        started_at=started_at,
-        duration_ms=int((time.monotonic() - started) * 1000),
-    )
+@dataclass
+class _Call:
+    """One vendor call, timed: recorded as a VendorAttempt row whether it succeeds or fails."""
+
+    check: VendorCheck
+    kind: str
+    task_id: str
+    started: float = field(default_factory=time.monotonic)
+    started_at: datetime = field(default_factory=timezone.now)
+
+    def record(self, *, outcome: str, status_code: int | None = None, error: str = "") -> None:
+        VendorAttempt.objects.create(
+            vendor_check=self.check,
+            kind=self.kind,
+            outcome=outcome,
+            status_code=status_code,
+            error=redact(error)[:2000],
+            task_id=self.task_id,
+            started_at=self.started_at,
+            duration_ms=int((time.monotonic() - self.started) * 1000),
+        )
 
 
-def _record_failure(
-    check: VendorCheck, *, kind: str, exc: BaseException, started: float, started_at: datetime, task_id: str
-) -> None:
+@contextmanager
+def _vendor_call(check: VendorCheck, *, kind: str, task_id: str) -> Iterator[_Call]:
+    """Time the vendor call in the block; a failure is recorded (and the claim released) and re-raised."""
+    call = _Call(check, kind, task_id)
+    try:
+        yield call
+    except Exception as exc:
+        _record_failure(call, exc)
+        raise
+
+
+def _record_failure(call: _Call, exc: BaseException) -> None:
     if isinstance(exc, RetryableError):
         outcome = VendorAttempt.Outcome.RETRYABLE
     elif isinstance(exc, PermanentError):
@@ -107,18 +119,9 @@ def _record_failure(
         outcome = VendorAttempt.Outcome.ERROR
     error = f"{type(exc).__name__}: {exc}"
     with transaction.atomic():
-        _attempt(
-            check,
-            kind=kind,
-            outcome=outcome,
-            started=started,
-            started_at=started_at,
-            task_id=task_id,
-            status_code=getattr(exc, "status_code", None),
-            error=error,
-        )
-        checks = VendorCheck.objects.filter(pk=check.pk)
-        if kind == VendorAttempt.Kind.SUBMIT:
+        call.record(outcome=outcome, status_code=getattr(exc, "status_code", None), error=error)
+        checks = VendorCheck.objects.filter(pk=call.check.pk)
+        if call.kind == VendorAttempt.Kind.SUBMIT:
             # Release the claim: the retry (or a replay) may submit again at once.
             checks = checks.filter(status=VendorCheck.Status.SUBMITTING)
             checks.update(status=VendorCheck.Status.PENDING, claimed_at=None, last_error=redact(error)[:2000])
@@ -210,40 +213,23 @@ def _submit(submission: Submission, task_id: str) -> str:
     if claimed is None:
         return "already submitted"
     check = claimed
-    started, started_at = time.monotonic(), timezone.now()
-    try:
-        with contextlib.ExitStack() as files:
-            uploads = [
-                vendor.Upload(
-                    content=files.enter_context(default_storage.open(doc.file, "rb")),
-                    content_type=CONTENT_TYPE[doc.kind],
-                    name=f"document-{doc.position}.{doc.kind}",
-                )
-                for doc in documents
-            ]
-            result = vendor.submit_check(
-                idempotency_key=str(submission.pk), document_type=submission.document_type, documents=uploads
+    with (
+        _vendor_call(check, kind=VendorAttempt.Kind.SUBMIT, task_id=task_id) as call,
+        contextlib.ExitStack() as files,
+    ):
+        uploads = [
+            vendor.Upload(
+                content=files.enter_context(default_storage.open(doc.file, "rb")),
+                content_type=CONTENT_TYPE[doc.kind],
+                name=f"document-{doc.position}.{doc.kind}",
             )
-    except Exception as exc:
-        _record_failure(
-            check,
-            kind=VendorAttempt.Kind.SUBMIT,
-            exc=exc,
-            started=started,
-            started_at=started_at,
-            task_id=task_id,
+            for doc in documents
+        ]
+        result = vendor.submit_check(
+            idempotency_key=str(submission.pk), document_type=submission.document_type, documents=uploads
         )
-        raise
     with transaction.atomic():
-        _attempt(
-            check,
-            kind=VendorAttempt.Kind.SUBMIT,
-            outcome=VendorAttempt.Outcome.OK,
-            started=started,
-            started_at=started_at,
-            task_id=task_id,
-            status_code=result.status_code,
-        )
+        call.record(outcome=VendorAttempt.Outcome.OK, status_code=result.status_code)
         marked = VendorCheck.objects.filter(pk=check.pk, status=VendorCheck.Status.SUBMITTING).update(
             status=VendorCheck.Status.SUBMITTED,
             vendor_check_id=result.check_id,
@@ -269,30 +255,11 @@ def _poll(submission: Submission, number: int, task_id: str) -> str:
     if number > settings.KYC_POLL_MAX_COUNT:
         raise PermanentError(f"the vendor gave no decision after {number - 1} polls")
     take_or_reschedule(vendor_bucket(), what="KYC vendor")
-    started, started_at = time.monotonic(), timezone.now()
-    try:
+    with _vendor_call(check, kind=VendorAttempt.Kind.POLL, task_id=task_id) as call:
         result = vendor.get_check(check.vendor_check_id)
-    except Exception as exc:
-        _record_failure(
-            check,
-            kind=VendorAttempt.Kind.POLL,
-            exc=exc,
-            started=started,
-            started_at=started_at,
-            task_id=task_id,
-        )
-        raise
     with transaction.atomic():
         locked = VendorCheck.objects.select_for_update().get(pk=check.pk)
-        _attempt(
-            locked,
-            kind=VendorAttempt.Kind.POLL,
-            outcome=VendorAttempt.Outcome.OK,
-            started=started,
-            started_at=started_at,
-            task_id=task_id,
-            status_code=result.status_code,
-        )
+        call.record(outcome=VendorAttempt.Outcome.OK, status_code=result.status_code)
         if locked.status != VendorCheck.Status.SUBMITTED or locked.polls >= number:
             return "stale poll"
         locked.polls = number

@@ -1,6 +1,7 @@
 """Orders API: thin views, nested Input/Output serializers, services do the work."""
 
 import re
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -11,12 +12,12 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.idempotency import idempotent
+from core.pagination import paginated_response
 from core.storage import private_download
 from core.users import request_user
 from orders import exports, selectors, services
@@ -137,11 +138,9 @@ class OrderCollectionApi(APIView):
 
     @extend_schema(responses=OrderOutputSerializer(many=True))
     def get(self, request: Request) -> Response:
-        paginator = LimitOffsetPagination()
-        page = paginator.paginate_queryset(
-            selectors.order_list(user=request_user(request)), request, view=self
+        return paginated_response(
+            request, self, selectors.order_list(user=request_user(request)), OrderOutputSerializer
         )
-        return paginator.get_paginated_response(OrderOutputSerializer(page, many=True).data)
 
     @extend_schema(
         request=InputSerializer, responses={201: OrderOutputSerializer}, parameters=[IDEMPOTENCY_HEADER]
@@ -163,22 +162,25 @@ class OrderDetailApi(APIView):
         return Response(OrderOutputSerializer(order).data)
 
 
-class OrderCancelApi(APIView):
+class OrderTransitionApi(APIView):
+    """POST /<id>/<action>: the owner moves the order on (409 when its state does not allow it)."""
+
+    transition: Callable[..., Order]
+
     @extend_schema(request=None, responses=OrderOutputSerializer)
     def post(self, request: Request, order_id: int) -> Response:
         user = request_user(request)
         get_object_or_404(selectors.order_list(user=user), pk=order_id)
-        services.order_cancel(user=user, order_id=order_id)
+        type(self).transition(user=user, order_id=order_id)
         return Response(OrderOutputSerializer(selectors.order_get(user=user, order_id=order_id)).data)
 
 
-class OrderPayApi(APIView):
-    @extend_schema(request=None, responses=OrderOutputSerializer)
-    def post(self, request: Request, order_id: int) -> Response:
-        user = request_user(request)
-        get_object_or_404(selectors.order_list(user=user), pk=order_id)
-        services.order_pay(user=user, order_id=order_id)
-        return Response(OrderOutputSerializer(selectors.order_get(user=user, order_id=order_id)).data)
+class OrderCancelApi(OrderTransitionApi):
+    transition = staticmethod(services.order_cancel)
+
+
+class OrderPayApi(OrderTransitionApi):
+    transition = staticmethod(services.order_pay)
 
 
 class OrderInvoiceApi(APIView):

@@ -1,27 +1,161 @@
-"""The README stays true: its generated tables match the code."""
+"""The docs stay true: generated tables match the code, links and named files exist, nothing
+points outside the repository, and the README stays a front page."""
 
+import re
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from jobs.management.commands.retry_table import retry_table
+from jobs.management.commands.retry_table import documented_tasks, retry_table
 from jobs.management.commands.schedule_table import schedule_table
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+PAGES = [README, *sorted(DOCS.rglob("*.md"))]
+README_MAX_LINES = 250
+# Product code, scripts and docs: what a reader of the repository follows.
+PRODUCT = [
+    "config",
+    "core",
+    "jobs",
+    "orders",
+    "kyc",
+    "fx",
+    "notifications",
+    "fakes",
+    "scripts",
+    "bench",
+    "docs",
+]
+# Pages that point at code by path; every such path must exist.
+NAMING_CODE = [README, DOCS / "architecture.md", DOCS / "writing-a-task.md"]
+TOP_LEVEL = r"(?:config|core|jobs|orders|kyc|fx|notifications|fakes|scripts|bench|tests|deploy|docs)"
+
+FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+PARENT = re.compile(r"(?<![\w.])\.\./")  # "../x", not the ellipsis in ".../cancel"
 
 
-def test_readme_retry_table_matches_the_task_policies():
-    assert retry_table() in README, "run `manage.py retry_table` and paste it into the README"
+def text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
 
 
-def test_readme_schedule_table_matches_the_schedules():
+def prose(markdown: str) -> str:
+    """The Markdown without its fenced code blocks (a `#` there is a comment, not a heading)."""
+    return FENCE.sub("", markdown)
+
+
+def heading_anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings: lower case, punctuation dropped, spaces to hyphens."""
+    headings = re.findall(r"^#{1,6} +(.+?) *$", prose(markdown), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
+def local_links(page: Path) -> list[str]:
+    return [t for t in LINK.findall(prose(text(page))) if not re.match(r"^[a-z][a-z0-9+.-]*:", t)]
+
+
+def product_files() -> list[Path]:
+    files = [README]
+    for top in PRODUCT:
+        files += [p for p in (ROOT / top).rglob("*") if p.suffix in {".md", ".py"} and p.is_file()]
+    return files
+
+
+# --- generated tables -------------------------------------------------------------------
+def test_retry_table_in_the_docs_matches_the_task_policies():
+    # the production tasks: the test-only probe tasks are installed in the test settings only
+    production = [row for row in documented_tasks() if not row.name.startswith(("probe.", "tests."))]
+    assert retry_table(production) in text(DOCS / "failures.md"), (
+        "run `manage.py retry_table` and paste its output into docs/failures.md"
+    )
+
+
+def test_schedule_table_in_the_docs_matches_the_schedules():
     table = schedule_table(import_string(settings.PERIODIC_SCHEDULES))
-    assert table in README, "run `manage.py schedule_table` and paste it into the README"
+    assert table in text(DOCS / "schedules.md"), (
+        "run `manage.py schedule_table` and paste its output into docs/schedules.md"
+    )
 
 
-def test_readme_links_to_files_that_exist():
-    root = Path(__file__).resolve().parent.parent
-    for path in ("docs/reliability.md", "docs/scaling.md", "deploy/prometheus/alerts.yml", "jobs/broker.py"):
-        assert path in README
-        assert (root / path).exists(), path
+# --- the README is a front page -----------------------------------------------------------
+def test_readme_is_at_most_250_lines():
+    lines = len(text(README).splitlines())
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; move the detail to a page in docs/"
+
+
+def test_readme_links_every_docs_page():
+    linked = {(ROOT / target.partition("#")[0]).resolve() for target in local_links(README)}
+    missing = [str(page.relative_to(ROOT)) for page in PAGES[1:] if page.resolve() not in linked]
+    assert not missing, f"README's Docs index does not link {missing}"
+
+
+# --- links and references ----------------------------------------------------------------
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_local_link_resolves(page):
+    broken = []
+    for target in local_links(page):
+        path, _, anchor = target.partition("#")
+        if not path:
+            resolved = page
+        elif path.startswith("/"):  # root-relative: GitHub resolves it against the repository
+            resolved = ROOT / path.lstrip("/")
+        else:
+            resolved = page.parent / path
+        resolved = resolved.resolve()
+        found = resolved.is_relative_to(ROOT) and resolved.exists()
+        if found and anchor and resolved.suffix == ".md":
+            found = anchor in heading_anchors(text(resolved))
+        if not found:
+            broken.append(target)
+    assert not broken, f"{page.relative_to(ROOT)}: links that lead nowhere: {broken}"
+
+
+def test_nothing_refers_outside_the_repository():
+    offenders = []
+    for path in product_files():
+        content = text(path)
+        if "DESIGN.md" in content or PARENT.search(content):
+            offenders.append(str(path.relative_to(ROOT)))
+    assert not offenders, (
+        f"{offenders} mention DESIGN.md or a ../ path; the design lives in docs/architecture.md "
+        "and links stay inside the repository (root-relative /path from docs/ pages)"
+    )
+
+
+def test_docs_pages_named_in_code_exist():
+    named = {
+        match
+        for path in product_files()
+        if path.suffix == ".py"
+        for match in re.findall(r"\bdocs/[\w./-]+\.md\b", text(path))
+    }
+    missing = sorted(name for name in named if not (ROOT / name).is_file())
+    assert not missing, f"code cites docs pages that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("page", NAMING_CODE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_files_named_by_the_page_exist(page):
+    named = re.findall(rf"`({TOP_LEVEL}/[\w./*-]*)`", text(page))
+    assert named, page
+    missing = [name for name in named if not any(ROOT.glob(name.rstrip("/")))]
+    assert not missing, f"{page.relative_to(ROOT)} names files that do not exist: {missing}"
+
+
+# --- "How to add a task" shows the real code ------------------------------------------------
+def test_how_to_add_a_task_quotes_the_code_it_names():
+    page = text(DOCS / "writing-a-task.md")
+    named = set(re.findall(rf"`({TOP_LEVEL}/[\w./-]+\.(?:py|txt))`", page))
+    source = "\n".join(text(ROOT / name) for name in sorted(named))
+    misquoted = [
+        line.strip()
+        for block in re.findall(r"^```(?:python|sql)\n(.*?)^```", page, flags=re.MULTILINE | re.DOTALL)
+        for line in block.splitlines()
+        if line.strip() and "..." not in line and line.strip() not in source
+    ]
+    assert not misquoted, f"docs/writing-a-task.md quotes lines its files no longer have: {misquoted}"
+    example = "orders.send_confirmation_email"
+    assert example in text(ROOT / "tests" / "jobs" / "registered_tasks.txt"), example

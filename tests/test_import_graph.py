@@ -119,5 +119,7 @@ def test_no_module_imports_itself_through_others():
 def test_the_reader_sees_late_imports_too(tmp_path):
     # A late import inside a function is found as well as one at the top.
     module = tmp_path / "example.py"
-    module.write_text("import json\n\ndef f():\n    from orders.models import Order\n    import fakes.smtp_sink\n")
+    module.write_text(
+        "import json\n\ndef f():\n    from orders.models import Order\n    import fakes.smtp_sink\n"
+    )
     assert imported_packages(module) == {"orders", "fakes"}

@@ -1,5 +1,5 @@
 # TaskRun.result (django.tasks return values and errors) and an index on TaskRun.root_id
-# (get_result() reads a retry chain's runs). The index is built CONCURRENTLY on PostgreSQL:
+# (get_result() reads a retry chain's runs). The index is built CONCURRENTLY:
 # jobs_taskrun takes an INSERT per task start, and a plain CREATE INDEX would block them.
 
 from django.db import migrations, models
@@ -8,19 +8,11 @@ INDEX = models.Index(fields=["root_id"], name="taskrun_root")
 
 
 def add_index(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(
-            "CREATE INDEX CONCURRENTLY IF NOT EXISTS taskrun_root ON jobs_taskrun (root_id)"
-        )
-    else:  # SQLite (`make run` without PostgreSQL)
-        schema_editor.add_index(apps.get_model("jobs", "TaskRun"), INDEX)
+    schema_editor.execute("CREATE INDEX CONCURRENTLY IF NOT EXISTS taskrun_root ON jobs_taskrun (root_id)")
 
 
 def remove_index(apps, schema_editor):
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute("DROP INDEX CONCURRENTLY IF EXISTS taskrun_root")
-    else:
-        schema_editor.remove_index(apps.get_model("jobs", "TaskRun"), INDEX)
+    schema_editor.execute("DROP INDEX CONCURRENTLY IF EXISTS taskrun_root")
 
 
 class Migration(migrations.Migration):

@@ -87,6 +87,7 @@ def test_a_bad_url_is_permanent():
 def test_retry_after_reads_seconds_and_every_http_date_form():
     assert retry_after_seconds("0", now=NOW) == 0.0
     assert retry_after_seconds(" 120 ", now=NOW) == 120.0
+    assert retry_after_seconds("1.5", now=NOW) == 1.5  # not RFC 9110, but sent by some services
     in_a_minute = NOW + timedelta(seconds=60)
     assert retry_after_seconds(format_datetime(in_a_minute, usegmt=True), now=NOW) == 60.0
     # "-0000" (and the obsolete zone-less forms) parse as naive datetimes: read as UTC, not a TypeError
@@ -96,6 +97,6 @@ def test_retry_after_reads_seconds_and_every_http_date_form():
     assert retry_after_seconds(format_datetime(NOW - timedelta(seconds=5), usegmt=True), now=NOW) == 0.0
 
 
-@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.5", "Tue, 99 Foo 2026"])
+@pytest.mark.parametrize("value", [None, "", "soon", "-5", "1.2.3", "Tue, 99 Foo 2026"])
 def test_unreadable_retry_after_is_none(value):
     assert retry_after_seconds(value, now=NOW) is None

@@ -17,7 +17,7 @@ import pytest
 
 from jobs.scheduling.beat import HEARTBEAT_KEY
 from tests.deploy import kustomize
-from tests.deploy.test_manifests import K8S, env_of, k8s_expand, main_container, named
+from tests.deploy.manifests import K8S, env_of, k8s_expand, main_container, named
 from tests.harness import ROOT, child_env, redis_client, wait_until
 
 HOSTNAME = socket.gethostname()

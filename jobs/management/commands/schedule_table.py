@@ -1,4 +1,4 @@
-"""python manage.py schedule_table: the README's schedule table, from the code's schedules.
+"""python manage.py schedule_table: the schedule table of docs/schedules.md, from the code's schedules.
 
 Every row of settings.PERIODIC_SCHEDULES (config/schedules.py): name, schedule, timezone,
 task, what it does, what happens when a run is missed, and whether it claims slots.
@@ -43,7 +43,7 @@ def schedule_table(schedules: list[Schedule]) -> str:
 
 
 class Command(BaseCommand):
-    help = "Print the README's schedule table (Markdown) from the schedules defined in code."
+    help = "Print the schedule table of docs/schedules.md (Markdown) from the schedules defined in code."
 
     def handle(self, *args: Any, **options: Any) -> None:
         self.stdout.write(schedule_table(import_string(settings.PERIODIC_SCHEDULES)))
