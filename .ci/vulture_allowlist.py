@@ -96,3 +96,9 @@ generated_at  # unused variable (orders/models.py:73)
 enqueue_order_work  # unused function (orders/services.py:35)
 _.cancelled_at  # unused attribute (orders/services.py:80)
 _.paid_at  # unused attribute (orders/services.py:111)
+handler400  # unused variable (config/urls.py)
+handler403  # unused variable (config/urls.py)
+BodyLimitMiddleware  # unused class (core/body_limit.py): named in settings.MIDDLEWARE
+_.process_view  # unused method (core/body_limit.py): Django middleware hook
+view_args  # unused variable (core/body_limit.py)
+view_kwargs  # unused variable (core/body_limit.py)

@@ -4,7 +4,9 @@ import os
 
 from celery import Celery
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
+# Production unless the environment says otherwise: local settings (DEBUG, open Flower) are
+# only ever an explicit choice (`make run` sets them).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
 
 app = Celery("taskyard")
 app.config_from_object("django.conf:settings", namespace="CELERY")

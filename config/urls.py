@@ -2,7 +2,7 @@
 
 from django.conf import settings
 from django.contrib import admin
-from django.urls import URLPattern, URLResolver, include, path
+from django.urls import URLPattern, URLResolver, include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 
 from core import health, problems
@@ -20,6 +20,8 @@ api: list[URLPattern | URLResolver] = [
     path("orders/", include("orders.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),
+    # Last: any other /api/ URL is a problem+json 404, whatever DEBUG says.
+    re_path(r"^", problems.not_found),
 ]
 
 urlpatterns = [
@@ -30,5 +32,7 @@ urlpatterns = [
     path(settings.ADMIN_URL, admin.site.urls),
 ]
 
+handler400 = problems.bad_request
+handler403 = problems.permission_denied
 handler404 = problems.not_found
 handler500 = problems.server_error

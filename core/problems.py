@@ -17,6 +17,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views.csrf import csrf_failure as django_csrf_failure
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
@@ -30,6 +31,8 @@ class ApplicationError(Exception):
     status_code = 400
     code = "application-error"
     title = "The request could not be processed"
+
+    headers: dict[str, str] | None = None  # e.g. Retry-After
 
     def __init__(self, detail: str, *, errors: dict[str, list[str]] | None = None) -> None:
         super().__init__(detail)
@@ -100,6 +103,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     headers: dict[str, str] = {}
     if isinstance(exc, ApplicationError):
         body = problem(exc.status_code, exc.code, exc.title, exc.detail, exc.errors)
+        headers.update(exc.headers or {})
     elif isinstance(exc, drf.ValidationError):
         body = problem(
             400,
@@ -124,15 +128,44 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     return Response(body, status=body["status"], headers=headers, content_type=PROBLEM_CONTENT_TYPE)
 
 
-def _json_problem(body: dict[str, Any]) -> JsonResponse:
-    return JsonResponse(body, status=body["status"], content_type=PROBLEM_CONTENT_TYPE)
+def problem_response(
+    status: int, code: str, title: str, detail: str = "", headers: dict[str, str] | None = None
+) -> JsonResponse:
+    """A problem+json response outside DRF (middleware, Django's error handlers)."""
+    response = JsonResponse(
+        problem(status, code, title, detail), status=status, content_type=PROBLEM_CONTENT_TYPE
+    )
+    for name, value in (headers or {}).items():
+        response[name] = value
+    return response
 
 
+# --- Django's error handlers (config/urls.py) and views for errors outside DRF. They never
+# echo what the client sent (a path, a host header): it is the client's, and it may be huge.
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
-    """handler404: unknown routes answer in the API's error shape, not an HTML page."""
-    return _json_problem(problem(404, "not-found", "Not found", f"No route for {request.path}"))
+    """handler404, and every unknown URL under /api/ (routed here even with DEBUG on)."""
+    return problem_response(404, "not-found", "Not found", "No resource matches this URL.")
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler400: a request Django refused before any view (DisallowedHost, a malformed body)."""
+    return problem_response(400, "bad-request", "Bad request", "The request could not be understood.")
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler403."""
+    return problem_response(403, "permission-denied", "Permission denied")
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """handler500: the details go to logs and Sentry, never to the client."""
-    return _json_problem(problem(500, "server-error", "Internal server error"))
+    """handler500: a stable body; the details go to logs and Sentry, never to the client."""
+    return problem_response(500, "server-error", "Internal server error", "The error was logged.")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """CSRF_FAILURE_VIEW: problem+json under /api/, Django's explanatory page elsewhere (admin)."""
+    if request.path.startswith("/api/"):
+        return problem_response(
+            403, "csrf-failed", "CSRF check failed", "Send the CSRF token, or use a token."
+        )
+    return django_csrf_failure(request, reason)

@@ -45,9 +45,9 @@ class AgeFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> QuerySet[DeadLetter]:
-        value = self.value()
-        if not value:
-            return queryset
+        value = self.value() or ""
+        if value[2:] not in self.windows or value[:2] not in ("lt", "gt"):
+            return queryset  # no filter, or one typed by hand that we don't offer: show all
         cutoff = timezone.now() - self.windows[value[2:]]
         return (
             queryset.filter(created_at__gte=cutoff)

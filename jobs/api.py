@@ -34,6 +34,7 @@ class JobDetailApi(APIView):
                 "progress_message",
                 "result_url",
                 "result",
+                "error_code",
                 "error",
                 "created_at",
                 "started_at",

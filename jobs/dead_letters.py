@@ -21,6 +21,19 @@ logger = logging.getLogger(__name__)
 
 ALERT_TASK = "jobs.alert_dead_letter"
 
+# A dead-lettered job as its owner sees it (GET /api/jobs/<id>): code and message by the dead
+# letter's reason. Exception text can carry host names, SQL or personal data: it stays in the
+# DeadLetter row, the logs and Sentry.
+JOB_FAILURES: dict[str, tuple[str, str]] = {
+    "permanent": ("job-failed", "The job failed and retrying cannot help. We have been alerted."),
+    "exhausted": ("job-retries-exhausted", "The job kept failing and was stopped. We have been alerted."),
+    "poison": (
+        "job-crashed",
+        "The job stopped its worker repeatedly and was set aside. We have been alerted.",
+    ),
+    "timeout": ("job-timed-out", "The job ran past its time limit and was stopped. We have been alerted."),
+}
+
 
 def fingerprint(task_name: str, exc_class: str, message: str) -> str:
     return hashlib.sha256(f"{task_name}|{exc_class}|{normalise(message)}".encode()).hexdigest()[:16]
@@ -76,8 +89,9 @@ def dead_letter_record(
             state=TaskRun.State.DEAD, finished_at=now, error=f"{exc_class}: {message}"[:4000]
         )
         if meta.job_id:
+            code, text = JOB_FAILURES.get(reason, JOB_FAILURES["permanent"])
             Job.objects.filter(pk=meta.job_id).exclude(state=Job.State.SUCCEEDED).update(
-                state=Job.State.DEAD, error=f"{type(exc).__name__}: {message}"[:2000], finished_at=now
+                state=Job.State.DEAD, error_code=code, error=text, finished_at=now
             )
         if created and alert:
             outbox.enqueue(ALERT_TASK, kwargs={"dead_letter_id": dead_letter.pk})
@@ -124,7 +138,9 @@ def dead_letter_replay(*, dead_letter_id: int, actor: User | None, note: str = "
             headers=headers,
         )
         if job_id := headers.get("job_id"):
-            Job.objects.filter(pk=job_id).update(state=Job.State.QUEUED, error="", finished_at=None)
+            Job.objects.filter(pk=job_id).update(
+                state=Job.State.QUEUED, error_code="", error="", finished_at=None
+            )
         dead_letter.replay_task_id = task_id
         _act(dead_letter, DeadLetter.Status.REPLAYED, actor, note)
     logger.info("dead letter %s replayed as %s", dead_letter_id, task_id)

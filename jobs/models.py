@@ -150,6 +150,9 @@ class Job(models.Model):
     progress_message = models.CharField(max_length=200, blank=True, default="")
     result_file = models.CharField(max_length=300, blank=True, default="")  # storage name, private
     result = models.JSONField(default=dict, blank=True)
+    # What the client sees when the job failed: a stable code and its message (JOB_FAILURES in
+    # jobs/dead_letters.py), never exception text; the details are in the DeadLetter row.
+    error_code = models.CharField(max_length=50, blank=True, default="", db_default="")
     error = models.TextField(blank=True, default="")
     task_id = models.UUIDField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

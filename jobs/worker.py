@@ -24,7 +24,7 @@ from celery.worker import state as worker_state
 from django.conf import settings
 from django.db import close_old_connections
 
-from core import request_id
+from core import metrics, request_id
 from core.redis import redis_client
 from jobs import execution
 
@@ -47,22 +47,7 @@ def _name_the_node(sender: str | None = None, **_: Any) -> None:
 def _start_heartbeat(sender: Any = None, **_: Any) -> None:
     _beat_once()
     threading.Thread(target=_heartbeat_loop, name="taskyard-heartbeat", daemon=True).start()
-    serve_metrics()
-
-
-def serve_metrics() -> None:
-    """On hosts without a web process (a worker or relay pod), expose this host's figures."""
-    if not settings.METRICS_EXPORTER_PORT:
-        return
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    registry = CollectorRegistry()
-    MultiProcessCollector(registry)
-    start_http_server(
-        settings.METRICS_EXPORTER_PORT, addr=settings.METRICS_EXPORTER_ADDRESS, registry=registry
-    )
-    logger.info("metrics exporter on :%d", settings.METRICS_EXPORTER_PORT)
+    metrics.serve_exporter()
 
 
 @signals.task_received.connect

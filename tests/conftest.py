@@ -29,6 +29,17 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         release_run_resources(settings.REDIS_URL)
 
 
+@pytest.fixture(autouse=True)
+def _forget_failed_logins() -> Iterator[None]:
+    """Failed-login counters (core/login_guard.py) outlive a test in Redis; users like
+    "alice" are in many tests, so each test starts with none."""
+    yield
+    client = redis_client()
+    keys = list(client.scan_iter(match="*login-fail:*", count=1000))
+    if keys:
+        client.delete(*keys)
+
+
 # --- users and clients --------------------------------------------------------------
 @pytest.fixture
 def make_user(db: None) -> Any:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import requests
 from django.conf import settings
 from django.db import connection
 
@@ -234,6 +235,27 @@ class Processes:
         proc = self.spawn(name, argv, **env)
         proc.wait_for_log("beat: Starting...")
         return proc
+
+    def web(self, name: str = "web", workers: int = 1, **env: str) -> tuple[Proc, str]:
+        """gunicorn with the project's config; returns the process and its base URL once /healthz answers."""
+        port = free_port()
+        argv = [
+            sys.executable, "-m", "gunicorn", "-c", "config/gunicorn_conf.py", "config.wsgi",
+            "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+        ]  # fmt: skip
+        proc = self.spawn(name, argv, **env)
+        url = f"http://127.0.0.1:{port}"
+
+        def answers() -> bool:
+            try:
+                return requests.get(f"{url}/healthz", timeout=2).status_code == 200
+            except requests.RequestException:  # refused, or a read timeout while it boots
+                if not proc.alive():
+                    raise AssertionError(f"gunicorn exited:\n{proc.log()[-3000:]}") from None
+                return False
+
+        wait_until(answers, timeout=30, message="gunicorn to answer")
+        return proc, url
 
     def stop_all(self) -> None:
         for proc in reversed(self.procs):

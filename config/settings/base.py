@@ -73,6 +73,7 @@ MIDDLEWARE = [
     "core.request_id.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "core.body_limit.BodyLimitMiddleware",  # before CSRF: its check may read a form body
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -124,8 +125,26 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 ADMIN_URL = env("ADMIN_URL", default="admin/")  # move it off the default path in production
-ADMIN_LOGIN_MAX_FAILURES = env.int("ADMIN_LOGIN_MAX_FAILURES", default=5)
-ADMIN_LOGIN_LOCKOUT_SECONDS = env.int("ADMIN_LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+# Failed logins, the token endpoint and the admin counted together (core/login_guard.py): after
+# this many from one client address within the lockout, that address is refused (429); after
+# this many for one username from anywhere, that username is (slows guessing one account from
+# many addresses, without letting one address lock staff out).
+LOGIN_MAX_FAILURES_PER_ADDRESS = env.int("LOGIN_MAX_FAILURES_PER_ADDRESS", default=5)
+LOGIN_MAX_FAILURES_PER_USERNAME = env.int("LOGIN_MAX_FAILURES_PER_USERNAME", default=20)
+LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+
+# --- Hostile clients ----------------------------------------------------------------
+# Request bodies above this are refused with 413 before a byte is read (core/body_limit.py).
+# The largest valid order (100 lines) is about 12 KB. Parsing costs memory that a worker keeps
+# (allocator fragmentation): 50 bodies of 64 KB of `[{},{},...]` grew a gunicorn worker by
+# 23 MB, of 32 KB by 11 MB (tests/core/test_body_limits.py keeps it under 20 MB). A view that
+# takes uploads declares its own cap (the KYC upload), and streams what it accepts.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=32 * 1024)
+# Proxies in front of the web processes that append to X-Forwarded-For: 1 behind an ingress.
+# The client address is the entry this many hops from the right (core/client_ip.py); with 0
+# the header is ignored, so a client can't choose its own throttle or lockout identity.
+TRUSTED_PROXY_HOPS = env.int("TRUSTED_PROXY_HOPS", default=0)
+CSRF_FAILURE_VIEW = "core.problems.csrf_failure"
 
 # --- Static and private files -----------------------------------------------------
 STATIC_URL = "static/"
@@ -155,6 +174,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "UNAUTHENTICATED_USER": None,
+    "NUM_PROXIES": TRUSTED_PROXY_HOPS,  # DRF's own reading of X-Forwarded-For agrees with ours
     # Redis-backed (the cache), so limits hold across gunicorn processes.
     "DEFAULT_THROTTLE_CLASSES": [
         "core.throttling.AnonRateThrottle",  # DRF's, failing open when Redis is down
@@ -317,6 +337,7 @@ FLOWER_PORT = env.int("FLOWER_PORT", default=5555)
 FLOWER_URL_PREFIX = env("FLOWER_URL_PREFIX", default="")
 FLOWER_DB = Path(env("FLOWER_DB", default=str(BASE_DIR / "var" / "flower.db")))
 FLOWER_REQUIRE_AUTH = env.bool("FLOWER_REQUIRE_AUTH", default=True)
+FLOWER_MIN_PASSWORD_LENGTH = 16  # `make run` generates 16 characters
 
 # --- FX ---------------------------------------------------------------------
 # The FX-rate provider (fakes/fx_provider.py locally) and the hourly sync (fx.sync_rates).

@@ -74,3 +74,18 @@ def test_flower_needs_basic_auth_and_keeps_its_history_across_a_restart(isolated
     )
     assert task_id in tasks.json()
     assert tasks.json()[task_id]["state"] == "SUCCESS"
+
+
+@pytest.mark.parametrize("auth", ["ops:", "ops:short", ":" + "p" * 20, "ops:" + "p" * 20 + ",dev:weak"])
+def test_flower_refuses_an_empty_or_short_password(auth):
+    env = child_env(FLOWER_REQUIRE_AUTH="1", FLOWER_PORT=str(free_port()), FLOWER_BASIC_AUTH=auth)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "run_flower"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "at least 16 characters" in result.stderr

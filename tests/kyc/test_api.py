@@ -158,7 +158,7 @@ def test_a_body_over_the_total_limit_is_refused_without_being_read(user):
     client = client_for(user)
     environ: dict[str, Any] = {"CONTENT_LENGTH": str(1024**3), "wsgi.input": Unreadable()}
     response = client.generic("POST", URL, content_type="multipart/form-data; boundary=xyz", **environ)
-    problem(response, 413, "kyc-upload-too-large")
+    problem(response, 413, "body-too-large")
     assert_nothing_saved()
 
 

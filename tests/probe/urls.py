@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.urls import handler404, handler500, urlpatterns
+from config.urls import handler400, handler403, handler404, handler500, urlpatterns
 from core.idempotency import idempotent
 from core.users import request_user
 from jobs import outbox
@@ -49,6 +49,7 @@ probe_patterns = [
     path("boom", ProbeBoomApi.as_view(), name="probe-boom"),
 ]
 
-urlpatterns = [*urlpatterns, path("api/probe/", include(probe_patterns))]
+# First: config.urls ends /api/ with a catch-all 404.
+urlpatterns = [path("api/probe/", include(probe_patterns)), *urlpatterns]
 
-__all__ = ["handler404", "handler500", "urlpatterns"]
+__all__ = ["handler400", "handler403", "handler404", "handler500", "urlpatterns"]

@@ -9,9 +9,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections, connection
 
+from core.metrics import serve_exporter
 from jobs import reaper
 from jobs.relay import Relay
-from jobs.worker import serve_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, lambda *_: relay.stop())
         if not options["no_reaper"]:
             threading.Thread(target=reaper_loop, args=(relay.stop_event,), name="reaper", daemon=True).start()
-        serve_metrics()
+        serve_exporter()
         relay.run_forever()
 
 

@@ -2,7 +2,8 @@
 
 Credentials come from the environment only (FLOWER_BASIC_AUTH="user:password", read
 by Flower itself, so they never appear in the process list). Outside local settings
-Flower refuses to start without them.
+Flower refuses to start without them, and everywhere it refuses a password shorter than
+FLOWER_MIN_PASSWORD_LENGTH (16): Flower can revoke tasks and shows what they were given.
 """
 
 import os
@@ -13,15 +14,26 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 
+def strong(pair: str) -> bool:
+    user, _, password = pair.partition(":")
+    return bool(user.strip()) and len(password) >= settings.FLOWER_MIN_PASSWORD_LENGTH
+
+
 class Command(BaseCommand):
     help = "Start Flower (auth from FLOWER_BASIC_AUTH, bound to FLOWER_ADDRESS, persistent state)."
 
     def handle(self, *args: Any, **options: Any) -> None:
         auth = os.environ.get("FLOWER_BASIC_AUTH", "")
-        if settings.FLOWER_REQUIRE_AUTH and ":" not in auth:
+        if settings.FLOWER_REQUIRE_AUTH and not auth:
             raise CommandError(
                 "FLOWER_BASIC_AUTH=user:password is required (Flower shows task arguments and can "
                 "revoke tasks); only local settings may run it open."
+            )
+        weak = [pair for pair in auth.split(",") if auth and not strong(pair)]
+        if weak:
+            raise CommandError(
+                f"FLOWER_BASIC_AUTH: every entry must be user:password with a password of at least "
+                f"{settings.FLOWER_MIN_PASSWORD_LENGTH} characters ({len(weak)} is not)."
             )
         settings.FLOWER_DB.parent.mkdir(parents=True, exist_ok=True)
         argv = [
