@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.problems import ApplicationError
+from core.schema import raises
 
 
 class InvalidCredentials(ApplicationError):
@@ -44,6 +45,7 @@ class TokenObtainApi(APIView):
         token = serializers.CharField()
 
     @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    @raises(InvalidCredentials)
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

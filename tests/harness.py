@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,14 @@ class Proc:
             raise AssertionError(f"{self.name} exited early:\n{self.log()[-3000:]}")
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - a loopback URL we built
+            return True
+    except OSError:
+        return False
+
+
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 
@@ -215,6 +224,20 @@ class Processes:
         proc = self.spawn(name, [sys.executable, "manage.py", "relay_outbox", *(extra or [])], **env)
         proc.wait_for_log("relay started")
         return proc
+
+    def web(self, name: str = "web", workers: int = 2, **env: str) -> str:
+        """gunicorn serving config.wsgi (the production URLs) on a free port; returns its base URL."""
+        port = free_port()
+        argv = [
+            sys.executable, "-m", "gunicorn", "-c", "config/gunicorn_conf.py", "config.wsgi",
+            "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+        ]  # fmt: skip
+        proc = self.spawn(name, argv, **env)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: _answers(f"{url}/healthz") or not proc.alive(), timeout=30, message="gunicorn")
+        if not proc.alive():
+            raise AssertionError(f"gunicorn exited early:\n{proc.log()[-3000:]}")
+        return url
 
     def beat(
         self,
