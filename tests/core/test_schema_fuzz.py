@@ -43,6 +43,8 @@ from tests.harness import Processes
 
 MAX_EXAMPLES = 50  # per operation and phase: the floor the API contract asks for
 ORDERS = "POST /api/orders/"
+EXPORT = "POST /api/orders/export"
+KYC = "POST /api/kyc/submissions/"
 TOKEN = "POST /api/auth/token"
 
 
@@ -68,7 +70,10 @@ def published_schema(web: str, token: str) -> dict[str, Any]:
     headers = {"Authorization": f"Token {token}", "Accept": "application/vnd.oai.openapi+json"}
     response = requests.get(f"{web}/api/schema/", headers=headers, timeout=30)
     response.raise_for_status()
-    return dict(response.json())
+    document = dict(response.json())
+    # The tests' URLconf adds probe views under /api/probe; they are not part of the product.
+    document["paths"] = {p: ops for p, ops in document["paths"].items() if not p.startswith("/api/probe/")}
+    return document
 
 
 # --- configuration: everything on, and each exception with its reason ---------------------------
@@ -80,26 +85,60 @@ def config(base_url: str, token: str, seeded: dict[str, list[Any]], seed: int) -
         "continue-on-failure": True,
         "generation": {"max-examples": MAX_EXAMPLES},
         "checks": {"enabled": True},
-        "phases": {"stateful": {"max-steps": 30}},
+        "phases": {"stateful": {"max-steps": 10}},
         "dictionaries": {name: {"values": values} for name, values in seeded.items()},
         "parameters": {f"path.{name}": {"dictionary": name, "probability": 0.5} for name in seeded},
-        "operations": [
-            {
-                # The token exchange answers a well-formed username and password that belong to
-                # nobody with 400 `invalid-credentials`: a fuzzer cannot know a password.
-                "include-path": "/api/auth/token",
-                "include-method": "POST",
-                "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "429"]}},
-            },
-        ],
+        "workers": 2,  # two operations at a time: the generator and gunicorn share the two cores
     }
 
 
-def documented_cross_field_rules(context: Any, case: Any) -> Any:
-    """Positive orders keep the rules the operation states in prose (one currency per order, the
-    currency's decimal places, totals an order can hold): JSON Schema cannot express them, a
-    client must keep them, so the generator keeps them too. Negative cases stay as generated."""
-    if case.operation.label != ORDERS or case.meta is None or case.meta.generation.mode.is_negative:
+# Refusals the schema states but a generator cannot avoid, dropped one by one (a per-operation
+# `expected-statuses` would excuse every 400 of the operation):
+EXPECTED_REFUSALS = {
+    # A well-formed username and password that belong to nobody: a fuzzer cannot know a password.
+    (TOKEN, 400, "invalid-credentials"),
+    # The generator reuses short keys ("0") for different requests; the header's description
+    # says that is refused, and a client makes a new key for each new request.
+    *((operation, 422, "idempotency-key-reused") for operation in (ORDERS, KYC, EXPORT)),
+}
+
+
+EMPTY_DOCUMENT_TYPE = b'name="document_type"\r\n\r\n\r\n'
+
+
+def expected_refusal(context: Any, failure: Any, case: Any, response: Any) -> bool:
+    """filter_failure: False drops a positive-data failure that is one of EXPECTED_REFUSALS."""
+    if not failure.title.startswith("Schema-valid request rejected"):
+        return True
+    try:
+        problem = response.json()
+    except ValueError:
+        return True
+    if case.operation.label == KYC and set(problem.get("errors", {})) == {"document_type"}:
+        # schemathesis 4.32.5's coverage phase sends some "valid" uploads with an empty
+        # document_type (an enum: never valid); the server is right to refuse those.
+        return EMPTY_DOCUMENT_TYPE not in (response.request.body or b"")
+    return (case.operation.label, response.status_code, problem.get("code")) not in EXPECTED_REFUSALS
+
+
+def positive_as_documented(context: Any, case: Any) -> Any:
+    """map_case for positive cases only (negative ones stay as generated):
+
+    * an upload's `files` drawn from a document strategy comes as one value, not the documented
+      array, and then goes out without a filename (schemathesis 4.32.5): wrap it in the array;
+    * orders keep the rules the operation states in prose (one currency per order, the
+      currency's decimal places, totals an order can hold): JSON Schema cannot express them, a
+      client must keep them, so the generator keeps them too.
+    """
+    if case.meta is None or case.meta.generation.mode.is_negative:
+        return case
+    if (
+        case.operation.label == KYC
+        and isinstance(case.body, dict)
+        and isinstance(case.body.get("files"), bytes)
+    ):
+        case.body["files"] = [case.body["files"]]
+    if case.operation.label != ORDERS:
         return case
     lines = case.body.get("lines") if isinstance(case.body, dict) else None
     if not isinstance(lines, list) or not lines or not all(isinstance(line, dict) for line in lines):
@@ -185,7 +224,8 @@ def test_the_schema_is_the_contract(web, make_user):
     loaded = schemathesis.openapi.from_dict(
         document, config=SchemathesisConfig.from_dict(config(web, token, seeded, seed))
     )
-    loaded.hook("map_case")(documented_cross_field_rules)
+    loaded.hook("map_case")(positive_as_documented)
+    loaded.hook("filter_failure")(expected_refusal)
 
     cases, failures, elapsed = _run(loaded)
 
