@@ -39,7 +39,6 @@ from kyc.services import kyc_submission_start
 from orders import exports, services
 from orders.currencies import max_amount, quantum
 from orders.models import Order
-from tests.harness import Processes
 
 MAX_EXAMPLES = 50  # per operation and phase: the floor the API contract asks for
 ORDERS = "POST /api/orders/"
@@ -189,17 +188,6 @@ def _report(failures: dict[tuple[str, str], list[str]], seed: int) -> str:
 
 
 # --- fixtures --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def web(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """gunicorn on the test database; per-user throttling out of the way of thousands of requests
-    (its limits have their own tests), the token exchange's kept."""
-    procs = Processes(tmp_path_factory.mktemp("fuzz-web"))
-    try:
-        yield procs.web(THROTTLE_USER_RATE="1000000/min")
-    finally:
-        procs.stop_all()
-
-
 def seed_objects(owner: User) -> dict[str, list[Any]]:
     """An unpaid and a paid order, a KYC submission and an export job: the object routes' ids."""
     line = services.LineInput(sku="MUG-1", quantity=2, unit_price=Decimal("9.99"), currency="EUR")
