@@ -83,7 +83,7 @@ class Problem(serializers.Serializer[Any]):
     status = serializers.IntegerField(min_value=400, max_value=599, help_text="The HTTP status code.")
     detail = serializers.CharField(help_text="What happened in this request, for a person.")
     code = serializers.CharField(help_text="The stable, machine-readable name of the problem.")
-    errors = serializers.DictField(
+    errors = serializers.DictField(  # type: ignore[assignment]  # a field named like Serializer.errors
         child=serializers.ListField(child=serializers.CharField()),
         required=False,
         help_text="Field errors only: the field's dotted path (`lines.0.sku`) -> its messages.",
@@ -116,8 +116,9 @@ class AutoSchema(SpectacularAutoSchema):
         if isinstance(field, serializers.ListSerializer) and schema.get("type") == "array":
             if not field.allow_empty:
                 schema.setdefault("minItems", 1)
-            if field.max_length is not None:
-                schema.setdefault("maxItems", field.max_length)
+            max_length = getattr(field, "max_length", None)  # set by DRF, not in its stubs
+            if max_length is not None:
+                schema.setdefault("maxItems", max_length)
         if isinstance(field, serializers.ListField) and not field.allow_empty:
             schema.setdefault("minItems", 1)
         return schema

@@ -4,13 +4,14 @@ reads jobs, and every response parses into its generated model."""
 
 import importlib
 import io
+import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from rest_framework.authtoken.models import Token
 
 from tests.core.test_schema_fuzz import PDF, published_schema
@@ -18,10 +19,10 @@ from tests.harness import ROOT
 
 
 @pytest.fixture
-def client_package(web: str, make_user: Any, tmp_path: Path) -> tuple[Any, Any]:
+def client_package(web: str, make_user: Any, tmp_path: Path) -> Iterator[tuple[Any, Any]]:
     token = Token.objects.create(user=make_user("client")).key
     schema = tmp_path / "schema.json"
-    schema.write_text(requests.models.complexjson.dumps(published_schema(web, token)))
+    schema.write_text(json.dumps(published_schema(web, token)))
     generated = subprocess.run(
         [sys.executable, "-m", "openapi_python_client", "generate", "--path", str(schema),
          "--output-path", str(tmp_path / "client"), "--meta", "none"],
