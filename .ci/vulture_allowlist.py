@@ -102,3 +102,6 @@ BodyLimitMiddleware  # unused class (core/body_limit.py): named in settings.MIDD
 _.process_view  # unused method (core/body_limit.py): Django middleware hook
 view_args  # unused variable (core/body_limit.py)
 view_kwargs  # unused variable (core/body_limit.py)
+default_limit  # DRF pagination option (core/pagination.py)
+max_limit  # DRF pagination option (core/pagination.py)
+_get_paginator  # drf-spectacular AutoSchema hook (core/schema.py)

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 
 from core.login_guard import LoginGuard
 from core.problems import ApplicationError
+from core.schema import raises
 
 
 class InvalidCredentials(ApplicationError):
@@ -56,6 +57,7 @@ class TokenObtainApi(APIView):
         token = serializers.CharField()
 
     @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    @raises(InvalidCredentials, LoginLocked)
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -3,20 +3,34 @@
 from typing import Any
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.schema import raises
 from fx.errors import RatesUnavailable
 from fx.models import FxRate
 from fx.selectors import last_synced_at, latest_rates, rates_are_stale
 
 
+def any_case(codes: list[str]) -> RegexValidator:
+    """One of `codes` in any case ("eur" works), as a pattern a schema can publish (no flags)."""
+    spelled = "|".join("".join(f"[{c.upper()}{c.lower()}]" for c in code) for code in codes)
+    return RegexValidator(rf"\A(?:{spelled})\Z", f"One of {', '.join(codes)}.")
+
+
 class FxRatesApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
-        base = serializers.CharField(required=False, min_length=3, max_length=3)
+        base = serializers.CharField(
+            required=False,
+            min_length=3,
+            max_length=3,
+            validators=[any_case(settings.FX_CURRENCIES)],
+            help_text=f"Default {settings.FX_BASE_CURRENCY}.",
+        )
 
         def validate_base(self, value: str) -> str:
             code = value.upper()
@@ -39,6 +53,7 @@ class FxRatesApi(APIView):
         rates = RateSerializer(many=True)
 
     @extend_schema(parameters=[InputSerializer], responses=OutputSerializer)
+    @raises(RatesUnavailable)
     def get(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.query_params)
         data.is_valid(raise_exception=True)

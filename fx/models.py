@@ -8,11 +8,16 @@ the rows in place: (base, quote, as_of) is unique.
 
 from django.db import models
 
+# A rate is numeric(RATE_DIGITS, RATE_PLACES): below 10**10 units of quote per 1 base.
+RATE_DIGITS = 20
+RATE_PLACES = 10
+
 
 class FxRate(models.Model):
     base = models.CharField(max_length=3)  # ISO 4217
     quote = models.CharField(max_length=3)
-    rate = models.DecimalField(max_digits=20, decimal_places=10)  # units of quote per 1 base
+    # units of quote per 1 base
+    rate = models.DecimalField(max_digits=RATE_DIGITS, decimal_places=RATE_PLACES)
     as_of = models.DateTimeField()  # the provider's time for the rate (UTC)
     source = models.CharField(max_length=100)  # provider, and the cross currency if derived
     fetched_at = models.DateTimeField()  # when our sync stored it: staleness is measured from here

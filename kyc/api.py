@@ -9,11 +9,12 @@ GET  /api/kyc/submissions/<id>     status, timestamps, the vendor's reason codes
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, TooManyFilesSent
 from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiRequest, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -22,14 +23,27 @@ from rest_framework.views import APIView
 
 from core.idempotency import idempotent
 from core.pagination import paginated_response
+from core.schema import IDEMPOTENCY_KEY, location, raises
 from core.users import request_user
 from kyc import documents, selectors, services
-from kyc.errors import DocumentInvalid, UploadTooLarge
+from kyc.errors import DocumentInvalid, SubmissionAlreadyOpen, UnsupportedDocument, UploadTooLarge
 from kyc.models import Document, DocumentType, Submission
 
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False, description="Replays the first response"
+ACCEPTED_TYPES = ", ".join(documents.CONTENT_TYPE.values())
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "format": "binary",
+        "maxLength": settings.KYC_MAX_FILE_BYTES,
+        "description": f"A PDF, JPEG or PNG document (decided from its bytes, not its name), at most "
+        f"{settings.KYC_MAX_FILE_BYTES} bytes; images {settings.KYC_IMAGE_MIN_SIDE}-"
+        f"{settings.KYC_IMAGE_MAX_SIDE} pixels a side.",
+    }
 )
+class DocumentFileField(serializers.FileField):
+    pass
 
 
 class DocumentOutputSerializer(serializers.ModelSerializer[Document]):
@@ -75,7 +89,9 @@ class SubmissionCollectionApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
         document_type = serializers.ChoiceField(choices=DocumentType.choices)
         files = serializers.ListField(
-            child=serializers.FileField(allow_empty_file=False, use_url=False), allow_empty=False
+            child=DocumentFileField(allow_empty_file=False, use_url=False),
+            allow_empty=False,
+            max_length=settings.KYC_MAX_FILES,
         )
 
     def initialize_request(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Request:
@@ -107,10 +123,15 @@ class SubmissionCollectionApi(APIView):
         return paginated_response(request, self, submissions, SubmissionOutputSerializer)
 
     @extend_schema(
-        request={"multipart/form-data": InputSerializer},
+        request={
+            "multipart/form-data": OpenApiRequest(
+                InputSerializer, encoding={"files": {"contentType": ACCEPTED_TYPES}}
+            )
+        },
         responses={202: SubmissionOutputSerializer},
-        parameters=[IDEMPOTENCY_HEADER],
+        parameters=[IDEMPOTENCY_KEY, location(202, "The submission to poll")],
     )
+    @raises(SubmissionAlreadyOpen, UploadTooLarge, UnsupportedDocument, DocumentInvalid)
     @idempotent
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)

@@ -1,37 +1,47 @@
 """Orders API: thin views, nested Input/Output serializers, services do the work."""
 
-import re
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from django.core.files.storage import default_storage
+from django.core.validators import RegexValidator
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.fields import StrictCharField, StrictIntegerField
 from core.idempotency import idempotent
 from core.pagination import paginated_response
+from core.schema import IDEMPOTENCY_KEY, location, raises
 from core.storage import private_download
 from core.users import request_user
 from orders import exports, selectors, services
-from orders.currencies import CURRENCIES, format_amount, minor_units, quantum
-from orders.errors import InvoiceNotReady
+from orders.currencies import AMOUNT_DIGITS, AMOUNT_PLACES, CURRENCIES, format_amount, minor_units, quantum
+from orders.errors import AmountOutOfRange, InvoiceNotReady, OrderStateConflict
 from orders.models import Invoice, Order, OrderLine
 
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False, description="Replays the first response"
-)
 DOWNLOAD_REDIRECT = OpenApiResponse(
     description="Object storage: a redirect to a short-lived pre-signed URL of the file"
 )
-SKU = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_LINES = 100
+MAX_QUANTITY = 10_000
+SKU = RegexValidator(
+    r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z", "Use letters, digits, '.', '_' or '-' (1-64 characters)."
+)
+_WHOLE = AMOUNT_DIGITS - AMOUNT_PLACES
+# A positive decimal string: up to 11 digits, then up to 3 places; "0", "00.5" and "1e3" are not prices.
+PRICE = RegexValidator(
+    rf"\A(?:[1-9][0-9]{{0,{_WHOLE - 1}}}(?:\.[0-9]{{1,{AMOUNT_PLACES}}})?|0\.(?:[1-9][0-9]{{0,2}}|0[1-9][0-9]?|00[1-9]))\Z",
+    f'Use a positive amount as a string, e.g. "9.99": at most {_WHOLE} digits, then at most '
+    f"{AMOUNT_PLACES} decimal places.",
+)
 
 
 @extend_schema_field(OpenApiTypes.STR)
@@ -98,20 +108,19 @@ class OrderOutputSerializer(serializers.ModelSerializer[Order]):
 
 
 class LineInputSerializer(serializers.Serializer[Any]):
-    sku = serializers.CharField(max_length=64)
-    quantity = serializers.IntegerField(min_value=1, max_value=10_000)
-    unit_price = serializers.DecimalField(max_digits=14, decimal_places=3, min_value=Decimal("0.001"))
-    currency = serializers.CharField(min_length=3, max_length=3)
+    sku = StrictCharField(max_length=64, validators=[SKU])
+    quantity = StrictIntegerField(min_value=1, max_value=MAX_QUANTITY)
+    unit_price = StrictCharField(
+        max_length=AMOUNT_DIGITS + 1,
+        validators=[PRICE],
+        help_text="With at most as many decimal places as the currency has (JPY 0, EUR 2, KWD 3).",
+    )
+    currency = serializers.ChoiceField(
+        choices=sorted(CURRENCIES), help_text="ISO 4217, upper case; the same on every line."
+    )
 
-    def validate_sku(self, value: str) -> str:
-        if not SKU.match(value):
-            raise serializers.ValidationError("Use letters, digits, '.', '_' or '-' (1-64 characters).")
-        return value
-
-    def validate_currency(self, value: str) -> str:
-        if value not in CURRENCIES:
-            raise serializers.ValidationError("Not an ISO 4217 currency code (upper case, e.g. EUR).")
-        return value
+    def validate_unit_price(self, value: str) -> Decimal:
+        return Decimal(value)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         currency, price = attrs["currency"], attrs["unit_price"]
@@ -124,7 +133,7 @@ class LineInputSerializer(serializers.Serializer[Any]):
 
 class OrderCollectionApi(APIView):
     class InputSerializer(serializers.Serializer[Any]):
-        lines = LineInputSerializer(many=True, allow_empty=False, max_length=100)  # type: ignore[call-arg]
+        lines = LineInputSerializer(many=True, allow_empty=False, max_length=MAX_LINES)  # type: ignore[call-arg]
 
         def validate_lines(self, value: list[dict[str, Any]]) -> list[services.LineInput]:
             currency = value[0]["currency"]
@@ -143,8 +152,15 @@ class OrderCollectionApi(APIView):
         )
 
     @extend_schema(
-        request=InputSerializer, responses={201: OrderOutputSerializer}, parameters=[IDEMPOTENCY_HEADER]
+        request=InputSerializer,
+        responses={201: OrderOutputSerializer},
+        parameters=[IDEMPOTENCY_KEY, location(201, "The new order")],
+        description="Rules across fields that the request schema cannot state, answered with 400 "
+        "naming the field: every line has the same currency; a unit price has at most the "
+        "currency's decimal places; each line total and the order total fit an amount "
+        "(`amount-out-of-range`).",
     )
+    @raises(AmountOutOfRange)
     @idempotent
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
@@ -168,6 +184,7 @@ class OrderTransitionApi(APIView):
     transition: Callable[..., Order]
 
     @extend_schema(request=None, responses=OrderOutputSerializer)
+    @raises(OrderStateConflict)
     def post(self, request: Request, order_id: int) -> Response:
         user = request_user(request)
         get_object_or_404(selectors.order_list(user=user), pk=order_id)
@@ -185,6 +202,7 @@ class OrderPayApi(OrderTransitionApi):
 
 class OrderInvoiceApi(APIView):
     @extend_schema(responses={(200, "application/pdf"): bytes, 302: DOWNLOAD_REDIRECT})
+    @raises(InvoiceNotReady)
     def get(self, request: Request, order_id: int) -> HttpResponseBase:
         order = get_object_or_404(selectors.order_list(user=request_user(request)), pk=order_id)
         invoice: Invoice | None = getattr(order, "invoice", None)
@@ -206,7 +224,11 @@ class OrderExportApi(APIView):
         job_id = serializers.UUIDField()
         status_url = serializers.CharField()
 
-    @extend_schema(request=None, responses={202: OutputSerializer}, parameters=[IDEMPOTENCY_HEADER])
+    @extend_schema(
+        request=None,
+        responses={202: OutputSerializer},
+        parameters=[IDEMPOTENCY_KEY, location(202, "The job to poll")],
+    )
     @idempotent
     def post(self, request: Request) -> Response:
         job = exports.order_export_start(user=request_user(request))

@@ -1,7 +1,12 @@
-"""ISO 4217 currency codes usable for prices, with their minor units (decimal places).
+"""ISO 4217 currency codes usable for prices, with their minor units (decimal places), and
+the largest amount an amount column holds.
 
 Precious metals, fund codes and test codes (XAU, XDR, XTS, XXX, ...) are left out on
 purpose: an order is never priced in them.
+
+Every amount column (unit price, line total, order total) is numeric(AMOUNT_DIGITS,
+AMOUNT_PLACES): three places fit every currency here, and what fits is checked before a
+row is written (`max_amount`), never left to the database to refuse.
 """
 
 from decimal import Decimal
@@ -191,6 +196,8 @@ _MINOR_UNITS = {
 }
 
 CURRENCIES: frozenset[str] = frozenset(_CODES)
+AMOUNT_DIGITS = 14
+AMOUNT_PLACES = 3
 
 
 def minor_units(code: str) -> int:
@@ -205,3 +212,8 @@ def quantum(code: str) -> Decimal:
 def format_amount(amount: Decimal, code: str) -> str:
     """'24.98' for EUR, '2498' for JPY, '1.250' for KWD: as many places as the currency has."""
     return str(amount.quantize(quantum(code)))
+
+
+def max_amount(code: str) -> Decimal:
+    """The largest amount of `code` an amount column holds: 99999999999.99 EUR, 99999999999 JPY."""
+    return Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES) - quantum(code)

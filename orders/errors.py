@@ -17,3 +17,11 @@ class InvoiceNotReady(OrderError):
     status_code = 404
     code = "invoice-not-ready"
     title = "The invoice has not been generated yet"
+
+
+class AmountOutOfRange(OrderError):
+    """A line or order total larger than an amount column holds (orders.currencies.max_amount)."""
+
+    status_code = 400
+    code = "amount-out-of-range"
+    title = "An amount is larger than an order can hold"

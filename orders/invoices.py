@@ -4,14 +4,15 @@ The PDF is built with reportlab's `invariant` mode (no timestamps or random ids 
 so the same order data and the same exchange rate always give the same bytes: the
 content hash decides whether anything is written. The converted total uses the latest
 FX rate for (order currency -> the customer's display currency) when one exists, and
-says plainly when none does.
+says plainly when none does; its column holds the largest order total times the largest
+storable rate, so no rate can make the task fail.
 """
 
 import hashlib
 import io
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -23,7 +24,7 @@ from reportlab.pdfgen import canvas
 
 from fx.selectors import latest_rate
 from orders.currencies import format_amount, quantum
-from orders.models import Invoice, Order
+from orders.models import CONVERTED_DIGITS, Invoice, Order
 from orders.services import display_currency_for
 
 
@@ -42,7 +43,11 @@ def conversion_for(order: Order) -> Conversion:
     rate = latest_rate(base=order.currency, quote=currency)
     if rate is None:
         return Conversion(currency, None, None, None)
-    return Conversion(currency, (order.total * rate.rate).quantize(quantum(currency)), rate.rate, rate.as_of)
+    # Exact product, one rounding: the default 28 digits would round a large total times a
+    # long rate once before quantize() and once in it. The column holds any such product.
+    with localcontext(prec=2 * CONVERTED_DIGITS):
+        total = (order.total * rate.rate).quantize(quantum(currency))
+    return Conversion(currency, total, rate.rate, rate.as_of)
 
 
 def render_pdf(order: Order, conversion: Conversion) -> bytes:

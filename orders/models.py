@@ -3,6 +3,13 @@
 from django.conf import settings
 from django.db import models
 
+from fx.models import RATE_DIGITS, RATE_PLACES
+from orders.currencies import AMOUNT_DIGITS, AMOUNT_PLACES
+
+# An order total times any storable rate: the converted total always fits, so rendering an
+# invoice never fails on the size of its number, whatever the rate.
+CONVERTED_DIGITS = AMOUNT_DIGITS + RATE_DIGITS - RATE_PLACES
+
 
 class Order(models.Model):
     class Status(models.TextChoices):
@@ -17,7 +24,7 @@ class Order(models.Model):
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING_PAYMENT)
     currency = models.CharField(max_length=3)
-    total = models.DecimalField(max_digits=14, decimal_places=3)
+    total = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
     created_at = models.DateTimeField(auto_now_add=True)
     paid_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
@@ -42,8 +49,8 @@ class OrderLine(models.Model):
     position = models.PositiveSmallIntegerField()
     sku = models.CharField(max_length=64)
     quantity = models.PositiveIntegerField()
-    unit_price = models.DecimalField(max_digits=14, decimal_places=3)
-    line_total = models.DecimalField(max_digits=14, decimal_places=3)
+    unit_price = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
+    line_total = models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
 
     class Meta:
         ordering = ["position"]
@@ -67,8 +74,10 @@ class Invoice(models.Model):
     file = models.CharField(max_length=300, blank=True, default="")  # private storage name
     content_hash = models.CharField(max_length=64, blank=True, default="")
     display_currency = models.CharField(max_length=3, blank=True, default="")
-    converted_total = models.DecimalField(max_digits=16, decimal_places=3, null=True, blank=True)
-    fx_rate = models.DecimalField(max_digits=20, decimal_places=10, null=True, blank=True)
+    converted_total = models.DecimalField(
+        max_digits=CONVERTED_DIGITS, decimal_places=AMOUNT_PLACES, null=True, blank=True
+    )
+    fx_rate = models.DecimalField(max_digits=RATE_DIGITS, decimal_places=RATE_PLACES, null=True, blank=True)
     fx_as_of = models.DateTimeField(null=True, blank=True)
     generated_at = models.DateTimeField(null=True, blank=True)
 

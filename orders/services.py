@@ -19,8 +19,8 @@ from django.utils.module_loading import import_string
 
 from jobs import outbox
 from notifications.services import SendResult, email_send
-from orders.currencies import format_amount, quantum
-from orders.errors import OrderStateConflict
+from orders.currencies import format_amount, max_amount, quantum
+from orders.errors import AmountOutOfRange, OrderStateConflict
 from orders.models import CustomerProfile, Invoice, Order, OrderLine
 
 
@@ -48,12 +48,32 @@ def _order_work() -> Callable[[Order], None]:
     return work
 
 
-def order_create(*, user: User, lines: Sequence[LineInput]) -> Order:
+def order_amounts(lines: Sequence[LineInput]) -> tuple[list[Decimal], Decimal]:
+    """Line totals and the order total, or AmountOutOfRange naming each one too large to store."""
     currency = lines[0].currency  # the input serializer guarantees one currency per order
-    step = quantum(currency)
+    step, limit = quantum(currency), max_amount(currency)
     totals = [(line.unit_price * line.quantity).quantize(step) for line in lines]
+    total = sum(totals, Decimal(0))
+    too_large = f"is more than {format_amount(limit, currency)} {currency}, the most an order can hold."
+    errors: dict[str, list[str]] = {}
+    for index, (line, amount) in enumerate(zip(lines, totals, strict=True)):
+        if line.unit_price > limit:
+            errors[f"lines.{index}.unit_price"] = [f"{line.unit_price} {too_large}"]
+        elif amount > limit:
+            errors[f"lines.{index}.line_total"] = [
+                f"{line.quantity} x {line.unit_price} = {amount} {too_large}"
+            ]
+    if total > limit:
+        errors["total"] = [f"The order total, {total} {currency}, {too_large}"]
+    if errors:
+        raise AmountOutOfRange("Lower the quantities or prices named in `errors`.", errors=errors)
+    return totals, total
+
+
+def order_create(*, user: User, lines: Sequence[LineInput]) -> Order:
+    totals, total = order_amounts(lines)
     with transaction.atomic():
-        order = Order.objects.create(owner=user, currency=currency, total=sum(totals, Decimal(0)))
+        order = Order.objects.create(owner=user, currency=lines[0].currency, total=total)
         OrderLine.objects.bulk_create(
             OrderLine(
                 order=order,
@@ -61,9 +81,9 @@ def order_create(*, user: User, lines: Sequence[LineInput]) -> Order:
                 sku=line.sku,
                 quantity=line.quantity,
                 unit_price=line.unit_price,
-                line_total=total,
+                line_total=amount,
             )
-            for position, (line, total) in enumerate(zip(lines, totals, strict=True), start=1)
+            for position, (line, amount) in enumerate(zip(lines, totals, strict=True), start=1)
         )
         Invoice.objects.create(order=order)
         _order_work()(order)
