@@ -102,3 +102,8 @@ BodyLimitMiddleware  # unused class (core/body_limit.py): named in settings.MIDD
 _.process_view  # unused method (core/body_limit.py): Django middleware hook
 view_args  # unused variable (core/body_limit.py)
 view_kwargs  # unused variable (core/body_limit.py)
+claim_token  # model field (jobs/models.py), read through the ORM
+in_grace  # ReapReport field (jobs/reaper.py), read by callers and tests
+_.in_grace  # unused attribute (jobs/reaper.py)
+_.apply_async  # celery beat Scheduler hook (jobs/scheduling/beat.py)
+_._tasks_since_sync  # celery beat Scheduler state (jobs/scheduling/beat.py)
