@@ -105,3 +105,8 @@ view_kwargs  # unused variable (core/body_limit.py)
 default_limit  # DRF pagination option (core/pagination.py)
 max_limit  # DRF pagination option (core/pagination.py)
 _get_paginator  # drf-spectacular AutoSchema hook (core/schema.py)
+claim_token  # model field (jobs/models.py), read through the ORM
+in_grace  # ReapReport field (jobs/reaper.py), read by callers and tests
+_.in_grace  # unused attribute (jobs/reaper.py)
+_.apply_async  # celery beat Scheduler hook (jobs/scheduling/beat.py)
+_._tasks_since_sync  # celery beat Scheduler state (jobs/scheduling/beat.py)

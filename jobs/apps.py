@@ -8,11 +8,9 @@ class JobsConfig(AppConfig):
 
     def ready(self) -> None:
         # Signal handlers: system checks for tasks, task metrics from worker signals,
-        # worker-process hooks (heartbeats, received-task tracking; inert outside a worker),
-        # beat's send-time stamp on periodic-task messages (jobs/scheduling/beat.py).
+        # worker-process hooks (heartbeats, received-task tracking; inert outside a worker).
         from core import health, metrics
         from jobs import broker, system_checks, task_metrics, worker  # noqa: F401
-        from jobs.scheduling import beat  # noqa: F401
 
         health.register_check("broker", broker.check_connection)
         metrics.register_collector(task_metrics.InfraCollector)

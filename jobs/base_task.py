@@ -4,6 +4,9 @@ Around the task's own code (`run`) it:
   * claims the task id in TaskRun: a duplicate delivery (finished, or running
     elsewhere) does nothing; a message delivered more than `max_deliveries` times
     (it keeps killing its worker) is dead-lettered without running again;
+  * runs the task fenced (jobs/execution.py `Fence`): if the run is taken over while it
+    runs (it stalled past the stale threshold), its later writes are refused, it stops at
+    the first one (`Superseded`), and the message is acked: the new owner does the work;
   * binds the request id from the message headers for logs;
   * on a retryable error with attempts left, writes the next attempt to the outbox
     with `not_before` = now + exponential backoff with full jitter (no broker countdown);
@@ -38,7 +41,7 @@ from core.errors import RetryableError
 from jobs import execution, outbox
 from jobs.dead_letters import dead_letter_record
 from jobs.errors import PoisonMessageError, Reschedule
-from jobs.execution import REQUEST_ID_HEADER, Claim, TaskMeta, meta_from_headers
+from jobs.execution import REQUEST_ID_HEADER, Begun, Claim, Fence, Superseded, TaskMeta, meta_from_headers
 from jobs.models import Job, OutboxMessage, TaskRun
 from jobs.policy import Outcome, RetryPolicy
 from jobs.queues import Queue
@@ -68,29 +71,49 @@ class BaseTask(Task):
             }
         )
         try:
-            claim, deliveries = execution.begin(meta, max_deliveries=self.policy.max_deliveries)
+            begun = execution.begin(meta, max_deliveries=self.policy.max_deliveries)
         except DatabaseError as exc:
             self._requeue(exc)
-        if claim is Claim.DUPLICATE:
-            task_event(self.name, "duplicate")
-            logger.info(
-                "%s[%s]: duplicate delivery, already done or running; skipped", self.name, meta.task_id
-            )
-            return None
-        if claim is Claim.POISON:
-            poison = PoisonMessageError(f"delivered {deliveries} times without finishing")
-            self._record_failure(meta, poison, list(args), kwargs)
+        if begun.fence is None:
+            return self._not_run(meta, begun.claim, list(args), kwargs)
+        with execution.fenced(begun.fence):
+            try:
+                return self._run_fenced(meta, begun, list(args), kwargs)
+            except Superseded as exc:
+                task_event(self.name, "superseded")
+                logger.warning(
+                    "%s[%s]: %s; this run stopped, its writes refused", self.name, meta.task_id, exc
+                )
+                return None
+
+    def _not_run(self, meta: TaskMeta, claim: Claim, args: list[Any], kwargs: dict[str, Any]) -> None:
+        if claim is Claim.RUNNING_ELSEWHERE:
+            # Acked here, not lost: the live run finishes it, or dies and the reaper re-publishes
+            # it from its outbox row, which a message published around the outbox now gets too.
+            outbox.adopt(meta.task_id, self.name, meta.queue, args, kwargs, self._headers_of_request())
+        task_event(self.name, str(claim))
+        where = "running elsewhere" if claim is Claim.RUNNING_ELSEWHERE else "already done"
+        logger.info("%s[%s]: duplicate delivery, %s; skipped", self.name, meta.task_id, where)
+
+    def _run_fenced(self, meta: TaskMeta, begun: Begun, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        fence = begun.fence
+        assert fence is not None  # noqa: S101 - begin() fences every run it lets start
+        if begun.claim is Claim.POISON:
+            poison = PoisonMessageError(f"delivered {begun.deliveries} times without finishing")
+            self._record_failure(meta, poison, args, kwargs, fence)
         self._job_update(meta, Job.State.RUNNING)
         try:
             result = self.run(*args, **kwargs)
+        except (Superseded, Retry):
+            raise
         except Reschedule as reschedule:
-            self._reschedule(meta, reschedule, list(args), kwargs)
+            self._reschedule(meta, reschedule, args, kwargs, fence)
             return None
         except Exception as exc:  # noqa: BLE001 - classified by the policy, never swallowed
-            self._record_failure(meta, exc, list(args), kwargs)
+            self._record_failure(meta, exc, args, kwargs, fence)
         try:
-            execution.finish(meta.task_id, TaskRun.State.SUCCEEDED)
-            self._job_update(meta, Job.State.SUCCEEDED)
+            if execution.finish(fence, TaskRun.State.SUCCEEDED):
+                self._job_update(meta, Job.State.SUCCEEDED)
         except DatabaseError as exc:
             # The effect happened; its ledger row says so. A redelivery finds the ledger and stops.
             self._requeue(exc)
@@ -99,17 +122,29 @@ class BaseTask(Task):
     # --- metadata -------------------------------------------------------------------
     def meta_from_request(self) -> TaskMeta:
         request = self.request
-        headers = {name: getattr(request, name, None) for name in HEADER_NAMES}
         queue = (
             (request.delivery_info or {}).get("routing_key") or getattr(self, "queue", None) or Queue.DEFAULT
         )
-        return meta_from_headers(str(request.id), self.name, str(queue), headers)
+        return meta_from_headers(str(request.id), self.name, str(queue), self._headers_of_request())
+
+    def _headers_of_request(self) -> dict[str, Any]:
+        return {
+            name: value for name in HEADER_NAMES if (value := getattr(self.request, name, None)) is not None
+        }
 
     # --- failure paths --------------------------------------------------------------
     def _record_failure(
-        self, meta: TaskMeta, exc: BaseException, args: list[Any], kwargs: dict[str, Any]
+        self,
+        meta: TaskMeta,
+        exc: BaseException,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        fence: Fence | None,
     ) -> NoReturn:
-        """Retry through the outbox or dead-letter; always raises (Retry or the original)."""
+        """Retry through the outbox or dead-letter; always raises (Retry, Superseded or the original).
+
+        `fence` is None only for a message with no run to fence (no TaskRun row).
+        """
         outcome = self.policy.classify(exc)
         now = timezone.now()
         meta = replace(meta, first_failed_at=meta.first_failed_at or now.isoformat())
@@ -117,22 +152,12 @@ class BaseTask(Task):
             close_old_connections()  # a broken connection is replaced before we record anything
             if outcome is Outcome.RETRY and meta.attempt < self.policy.max_attempts:
                 delay = self._retry_delay(exc, meta.attempt)
-                with transaction.atomic():
-                    outbox.enqueue(
-                        self.name,
-                        args=args,
-                        kwargs=kwargs,
-                        queue=meta.queue,
-                        not_before=now + timedelta(seconds=delay),
-                        headers=meta.next_headers(
-                            attempt=meta.attempt + 1, first_failed_at=meta.first_failed_at
-                        ),
+                self._enqueue_next(meta, args, kwargs, fence, attempt=meta.attempt + 1, delay=delay, as_state=(
+                    TaskRun.State.RETRIED, execution.format_error(exc)))  # fmt: skip
+                if meta.job_id:
+                    Job.objects.filter(pk=meta.job_id).update(
+                        progress_message=f"attempt {meta.attempt} failed; retrying in {delay:.0f}s"
                     )
-                    execution.finish(meta.task_id, TaskRun.State.RETRIED, execution.format_error(exc))
-                    if meta.job_id:
-                        Job.objects.filter(pk=meta.job_id).update(
-                            progress_message=f"attempt {meta.attempt} failed; retrying in {delay:.0f}s"
-                        )
                 logger.warning(
                     "%s[%s] attempt %d/%d failed (%s); retry in %.1fs",
                     self.name,
@@ -152,12 +177,44 @@ class BaseTask(Task):
             else:
                 reason = "exhausted" if outcome is Outcome.RETRY else "permanent"
             dead_letter_record(
-                meta=meta, exc=exc, reason=reason, args=args, kwargs=kwargs, alert=self.policy.alert
+                meta=meta,
+                exc=exc,
+                reason=reason,
+                args=args,
+                kwargs=kwargs,
+                alert=self.policy.alert,
+                fence=fence,
             )
             self.on_dead_letter(args, kwargs, exc)
         except DatabaseError as db_exc:
             self._requeue(db_exc)
         raise exc
+
+    def _enqueue_next(
+        self,
+        meta: TaskMeta,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        fence: Fence | None,
+        *,
+        attempt: int,
+        delay: float,
+        as_state: tuple[TaskRun.State, str],
+    ) -> None:
+        """The next message of this task's chain (a retry, a reschedule) and this run's end, in
+        one transaction: both happen, or (superseded) neither."""
+        with transaction.atomic():
+            outbox.enqueue(
+                self.name,
+                args=args,
+                kwargs=kwargs,
+                queue=meta.queue,
+                not_before=timezone.now() + timedelta(seconds=delay),
+                headers=meta.next_headers(attempt=attempt, first_failed_at=meta.first_failed_at),
+            )
+            state, error = as_state
+            if fence is not None and not execution.finish(fence, state, error):
+                raise Superseded(f"task {meta.task_id} was taken over before its {state} was recorded")
 
     def on_dead_letter(self, args: list[Any], kwargs: dict[str, Any], exc: BaseException) -> None:
         """Hook: the task failed for good (its DeadLetter is written). Mark domain records failed."""
@@ -168,20 +225,12 @@ class BaseTask(Task):
         return self.policy.backoff(attempt)
 
     def _reschedule(
-        self, meta: TaskMeta, reschedule: Reschedule, args: list[Any], kwargs: dict[str, Any]
+        self, meta: TaskMeta, reschedule: Reschedule, args: list[Any], kwargs: dict[str, Any], fence: Fence
     ) -> None:
         """Run later without spending an attempt (e.g. the vendor's rate limit is used up)."""
         try:
-            with transaction.atomic():
-                outbox.enqueue(
-                    self.name,
-                    args=args,
-                    kwargs=kwargs,
-                    queue=meta.queue,
-                    not_before=timezone.now() + timedelta(seconds=reschedule.delay),
-                    headers=meta.next_headers(attempt=meta.attempt, first_failed_at=meta.first_failed_at),
-                )
-                execution.finish(meta.task_id, TaskRun.State.RESCHEDULED, reschedule.reason)
+            self._enqueue_next(meta, args, kwargs, fence, attempt=meta.attempt, delay=reschedule.delay, as_state=(
+                TaskRun.State.RESCHEDULED, reschedule.reason))  # fmt: skip
         except DatabaseError as exc:
             self._requeue(exc)
         task_event(self.name, "rescheduled")
@@ -215,5 +264,5 @@ class BaseTask(Task):
         found = OutboxMessage.objects.filter(pk=task_id).values("queue", "headers").first()
         row: dict[str, Any] = dict(found) if found else {}
         meta = meta_from_headers(task_id, self.name, row.get("queue", Queue.DEFAULT), row.get("headers", {}))
-        with contextlib.suppress(Retry, TimeLimitExceeded, Reject):  # recorded or requeued: done
-            self._record_failure(meta, exc, list(args or []), dict(kwargs or {}))
+        with contextlib.suppress(Retry, TimeLimitExceeded, Reject, Superseded):  # recorded or requeued
+            self._record_failure(meta, exc, list(args or []), dict(kwargs or {}), execution.fence_of(task_id))

@@ -13,7 +13,7 @@ from django.utils import timezone
 from core.redact import normalise, redact
 from jobs import outbox
 from jobs.errors import PoisonMessageError
-from jobs.execution import REQUEST_ID_HEADER, TaskMeta, format_traceback, meta_from_headers
+from jobs.execution import REQUEST_ID_HEADER, Fence, Superseded, TaskMeta, format_traceback, meta_from_headers
 from jobs.models import DeadLetter, Job, TaskRun
 from jobs.task_metrics import task_event
 
@@ -52,6 +52,7 @@ def dead_letter_record(
     args: list[Any],
     kwargs: dict[str, Any],
     alert: bool = True,
+    fence: Fence | None = None,
 ) -> DeadLetter:
     """Write the dead letter (before the message is acked) and close the task's records.
 
@@ -85,9 +86,12 @@ def dead_letter_record(
                 "fingerprint": fingerprint(meta.task_name, exc_class, message),
             },
         )
-        TaskRun.objects.filter(task_id=meta.task_id).update(
-            state=TaskRun.State.DEAD, finished_at=now, error=f"{exc_class}: {message}"[:4000]
-        )
+        runs = TaskRun.objects.filter(task_id=meta.task_id)
+        if fence is not None:  # only while the run still holds its task id: else nothing is written
+            runs = runs.filter(epoch=fence.epoch, state=TaskRun.State.RUNNING)
+        ended = runs.update(state=TaskRun.State.DEAD, finished_at=now, error=f"{exc_class}: {message}"[:4000])
+        if fence is not None and not ended:
+            raise Superseded(f"task {meta.task_id} was taken over before its dead letter was written")
         if meta.job_id:
             code, text = JOB_FAILURES.get(reason, JOB_FAILURES["permanent"])
             Job.objects.filter(pk=meta.job_id).exclude(state=Job.State.SUCCEEDED).update(

@@ -1,15 +1,20 @@
-"""TaskRun bookkeeping: one row per task id, claimed when a worker starts it.
+"""TaskRun bookkeeping: one row per task id, claimed when a worker starts it, fenced.
 
-`begin` is one SQL statement: it creates the row, or takes it over when the previous
-delivery is known dead (state lost, stale heartbeat, or its process is gone), and
-counts the delivery. It refuses a task id that already reached a terminal state
-(a duplicate delivery: its effect already happened) or that is running elsewhere.
+`begin` is one SQL statement: it creates the row (epoch 1), or takes it over when the
+previous run is known dead (state lost, stale heartbeat, or its process is gone), counting
+the delivery and incrementing the epoch. It refuses a task id that already reached a terminal
+state (a duplicate delivery: its effect already happened) or that a live run holds. The
+epoch is the run's owner token (`Fence`): every later write of the run is conditional on it.
 """
 
 import contextlib
+import logging
 import os
 import socket
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -20,6 +25,8 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from jobs.models import TaskRun
+
+logger = logging.getLogger(__name__)
 
 # Message header carrying the request id (core/request_id.py). Not "correlation_id": Celery's
 # request context already has an attribute of that name (the AMQP correlation id = the task id).
@@ -34,11 +41,11 @@ def set_node(name: str) -> None:
     _node = name
 
 
-def process_name() -> str:
+def process_name(pid: int | None = None) -> str:
     """<node>:<pid> of this process: a pool child in TaskRun.worker, a worker's main process in
     its Redis records (jobs/worker.py). One name, so the reaper can tell who holds what; outside
     a worker (a shell, a test) the node is the host name."""
-    return f"{_node or socket.gethostname()}:{os.getpid()}"
+    return f"{_node or socket.gethostname()}:{pid or os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -81,22 +88,124 @@ def meta_from_headers(task_id: str, task_name: str, queue: str, headers: dict[st
 
 class Claim(StrEnum):
     RUN = "run"
-    DUPLICATE = "duplicate"  # finished before, or running elsewhere: do nothing
+    DUPLICATE = "duplicate"  # finished before: its effect happened, do nothing
+    RUNNING_ELSEWHERE = "running_elsewhere"  # a live run holds it: do nothing here (see begin)
     POISON = "poison"  # delivered too often: dead-letter without running
 
 
+class Superseded(Exception):
+    """This run lost its task id to a takeover (a newer epoch): its writes are refused."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The owner token of a run: its task id and epoch. A takeover increments the epoch.
+
+    Every write a run makes after it started is conditional on still holding it: `finish`,
+    retries and dead letters (jobs/base_task.py), outbox rows written inside the task
+    (jobs/outbox.py), and every effect-ledger claim (emails, vendor checks, schedule slots,
+    invoices). A run that stalled past the stale threshold and wakes up after the reaper
+    re-published its task finds its writes refused (`Superseded`) instead of applied.
+    """
+
+    task_id: str
+    epoch: int
+    predecessor_gone: bool = False  # the run taken over is known dead (its process is gone)
+
+    @property
+    def token(self) -> str:
+        """What ledgers store as their claimant: `<task id>:<epoch>`."""
+        return f"{self.task_id}:{self.epoch}"
+
+    @property
+    def predecessor_token(self) -> str:
+        """The previous run's token, when that run is known dead (its claims may be taken at once)."""
+        return f"{self.task_id}:{self.epoch - 1}" if self.predecessor_gone else ""
+
+    def holds(self) -> bool:
+        """Right now, without a lock: does this run still hold its task id? (Checked just
+        before an effect that no transaction can fence, such as an SMTP send.)"""
+        with connection.cursor() as cursor:
+            cursor.execute(HOLD_SQL.removesuffix(" FOR SHARE"), [self.task_id, self.epoch])
+            return cursor.fetchone() is not None
+
+    def hold(self) -> None:
+        """Inside a transaction: lock this run's row for share, or raise Superseded.
+
+        FOR SHARE makes a concurrent takeover (an UPDATE of the row) wait until the caller's
+        transaction commits, so a ledger claim and a takeover never interleave.
+        """
+        with connection.cursor() as cursor:
+            cursor.execute(HOLD_SQL, [self.task_id, self.epoch])
+            if cursor.fetchone() is None:
+                raise Superseded(f"task {self.task_id} epoch {self.epoch} was taken over")
+
+
+# The run still holds its task id: the condition a fenced statement checks, locking the row for
+# share so a takeover waits until the statement's transaction ends. Its epoch is current, and the
+# reaper has not declared it lost; a state the run itself just wrote (dead, retried) in the same
+# transaction still counts as held, so a dead letter and its alert's outbox row commit together.
+_OWNER_SQL = (
+    "SELECT 1 FROM jobs_taskrun WHERE task_id = {task} AND epoch = {epoch} AND state <> 'lost' FOR SHARE"
+)
+HOLD_SQL = _OWNER_SQL.format(task="%s", epoch="%s")
+
+
+def owner_cte(fence: "Fence | None") -> tuple[str, dict[str, Any]]:
+    """For a one-statement ledger claim: `WITH owner AS (<sql>) ... WHERE EXISTS (SELECT 1 FROM
+    owner)`, with named parameters. Without a fence (a call outside a task) the owner always is."""
+    if fence is None:
+        return "SELECT 1", {}
+    sql = _OWNER_SQL.format(task="%(fence_task_id)s", epoch="%(fence_epoch)s")
+    return sql, {"fence_task_id": fence.task_id, "fence_epoch": fence.epoch}
+
+
+_current: ContextVar[Fence | None] = ContextVar("task_fence", default=None)
+
+
+def current_fence() -> Fence | None:
+    """The fence of the task running in this context (None outside a task: shell, tests)."""
+    return _current.get()
+
+
+def fence_of(task_id: str) -> Fence | None:
+    """The fence of the task id's current run, for the worker's main process, which records for
+    a child it knows is over (killed by its hard time limit) without having run it itself."""
+    epoch = TaskRun.objects.filter(task_id=task_id).values_list("epoch", flat=True).first()
+    return Fence(task_id, epoch) if epoch is not None else None
+
+
+def hold_current() -> None:
+    """Inside a transaction of a running task: hold its fence (no-op outside a task). Call it
+    first in a ledger's claim or mark, so a run that was taken over writes nothing."""
+    if (fence := current_fence()) is not None:
+        fence.hold()
+
+
+@contextmanager
+def fenced(fence: Fence) -> Iterator[Fence]:
+    token = _current.set(fence)
+    try:
+        yield fence
+    finally:
+        _current.reset(token)
+
+
 _BEGIN_SQL = """
+WITH previous AS (SELECT worker FROM jobs_taskrun WHERE task_id = %(task_id)s)
 INSERT INTO jobs_taskrun
-    (task_id, task_name, queue, state, deliveries, attempt, root_id, worker, started_at, heartbeat_at, error)
-VALUES (%(task_id)s, %(task_name)s, %(queue)s, 'running', 1, %(attempt)s, %(root_id)s, %(worker)s, now(), now(), '')
+    (task_id, task_name, queue, state, deliveries, epoch, attempt, root_id, worker, started_at,
+     heartbeat_at, error)
+VALUES (%(task_id)s, %(task_name)s, %(queue)s, 'running', 1, 1, %(attempt)s, %(root_id)s, %(worker)s,
+        now(), now(), '')
 ON CONFLICT (task_id) DO UPDATE SET
-    state = 'running', deliveries = jobs_taskrun.deliveries + 1, worker = EXCLUDED.worker,
-    started_at = now(), heartbeat_at = now(), finished_at = NULL
+    state = 'running', deliveries = jobs_taskrun.deliveries + 1, epoch = jobs_taskrun.epoch + 1,
+    worker = EXCLUDED.worker, started_at = now(), heartbeat_at = now(), finished_at = NULL
 WHERE jobs_taskrun.state = 'lost'
    OR (jobs_taskrun.state = 'running'
        AND (jobs_taskrun.heartbeat_at < now() - make_interval(secs => %(stale)s)
             OR jobs_taskrun.worker = %(dead_worker)s))
-RETURNING deliveries
+RETURNING deliveries, epoch, (SELECT worker FROM previous)
 """
 
 
@@ -114,8 +223,22 @@ def _process_gone(worker: str) -> bool:
     return False
 
 
-def begin(meta: TaskMeta, *, max_deliveries: int) -> tuple[Claim, int]:
-    """Claim the task id for this process. Returns (claim, deliveries so far)."""
+@dataclass(frozen=True)
+class Begun:
+    claim: Claim
+    deliveries: int = 0
+    fence: Fence | None = None
+
+
+def begin(meta: TaskMeta, *, max_deliveries: int) -> Begun:
+    """Claim the task id for this process: a new row (epoch 1), or a takeover (epoch + 1) of a
+    run that is lost, stale or whose process is gone.
+
+    Refused, it says why: DUPLICATE when the task id finished (its effect happened), or
+    RUNNING_ELSEWHERE when a live run holds it. Neither runs the task here. The running copy
+    either finishes, or dies and is re-published by the reaper from its outbox row, so the
+    message acked here is not lost (the base task makes sure that row exists).
+    """
     params = {
         "task_id": meta.task_id,
         "task_name": meta.task_name,
@@ -126,29 +249,39 @@ def begin(meta: TaskMeta, *, max_deliveries: int) -> tuple[Claim, int]:
         "stale": settings.TASKYARD_HEARTBEAT_STALE_SECONDS,
         "dead_worker": "",
     }
-    deliveries = _begin_once(params)
-    if deliveries is None:
+    row = _bookkeeping(_BEGIN_SQL, params, returns=True)
+    if row is None:
         # Refused: finished, or running. A process on this host that died (a child killed
         # mid-task; its message was requeued at once) may be taken over without waiting.
         previous = TaskRun.objects.filter(task_id=meta.task_id).values_list("state", "worker").first()
-        if previous and previous[0] == TaskRun.State.RUNNING and _process_gone(previous[1]):
-            params["dead_worker"] = previous[1]
-            deliveries = _begin_once(params)
-    if deliveries is None:
-        return Claim.DUPLICATE, 0
+        if previous is None or previous[0] != TaskRun.State.RUNNING:
+            return Begun(Claim.DUPLICATE)
+        if not _process_gone(previous[1]):
+            return Begun(Claim.RUNNING_ELSEWHERE)
+        params["dead_worker"] = previous[1]
+        row = _bookkeeping(_BEGIN_SQL, params, returns=True)
+        if row is None:  # someone else took it over meanwhile
+            return Begun(Claim.RUNNING_ELSEWHERE)
+    deliveries, epoch, predecessor = int(row[0]), int(row[1]), row[2]
+    fence = Fence(meta.task_id, epoch, predecessor_gone=bool(predecessor) and _process_gone(predecessor))
     if deliveries > max_deliveries:
-        return Claim.POISON, deliveries
-    return Claim.RUN, deliveries
+        return Begun(Claim.POISON, deliveries, fence)
+    return Begun(Claim.RUN, deliveries, fence)
 
 
-# TaskRun rows are bookkeeping: a duplicate check and a delivery count, not the effect.
-# Outside a transaction they commit asynchronously (one round trip, no wait for the WAL
-# flush: ~0.35 ms less per task here). A PostgreSQL crash can lose the last fraction of a
-# second of them, which only means a task may run again; its effect is guarded by its own
-# ledger row (email delivery, vendor check, invoice hash, schedule slot), which commits
-# durably in the task's own transaction.
+# TaskRun rows are bookkeeping: a duplicate check, a delivery count and the epoch, not the
+# effect. Outside a transaction they commit asynchronously (one round trip, no wait for the
+# WAL flush: ~0.35 ms less per task here). A PostgreSQL crash can lose the last fraction of a
+# second of them, which only means a task may run again; a lost epoch increment leaves the
+# newer run holding an epoch the database no longer has, so its fenced writes are refused,
+# never doubled. Effects are guarded by their own ledger rows, which commit durably in the
+# task's own transaction.
 _ASYNC_COMMIT = "BEGIN; SET LOCAL synchronous_commit TO off; {sql}; COMMIT"
-_FINISH_SQL = "UPDATE jobs_taskrun SET state = %s, finished_at = now(), error = %s WHERE task_id = %s"
+_FINISH_SQL = """
+UPDATE jobs_taskrun SET state = %s, finished_at = now(), error = %s
+WHERE task_id = %s AND epoch = %s AND state = 'running'
+RETURNING 1
+"""
 
 
 def _bookkeeping(sql: str, params: Any, *, returns: bool) -> tuple[Any, ...] | None:
@@ -169,37 +302,52 @@ def _bookkeeping(sql: str, params: Any, *, returns: bool) -> tuple[Any, ...] | N
         return tuple(cursor.fetchone() or ()) or None
 
 
-def _begin_once(params: dict[str, Any]) -> int | None:
-    row = _bookkeeping(_BEGIN_SQL, params, returns=True)
-    return int(row[0]) if row else None
+def finish(fence: Fence, state: TaskRun.State, error: str = "") -> bool:
+    """Record how the run ended, if it still holds the task id. False: superseded, not applied."""
+    applied = _bookkeeping(_FINISH_SQL, [str(state), error[:4000], fence.task_id, fence.epoch], returns=True)
+    if applied is None:
+        logger.warning("task %s epoch %d: superseded; its %s was refused", fence.task_id, fence.epoch, state)
+        return False
+    return True
 
 
-def finish(task_id: str, state: TaskRun.State, error: str = "") -> None:
-    _bookkeeping(_FINISH_SQL, [str(state), error[:4000], task_id], returns=False)
+_HEARTBEAT_SQL = """
+UPDATE jobs_taskrun SET heartbeat_at = now()
+FROM (SELECT unnest(%s::uuid[]) AS task_id, unnest(%s::text[]) AS worker) AS held
+WHERE jobs_taskrun.task_id = held.task_id AND jobs_taskrun.worker = held.worker
+  AND jobs_taskrun.state = 'running'
+"""
 
 
-def heartbeat(task_ids: list[str]) -> int:
-    """Refresh the heartbeat of running task ids (called by each worker's main process)."""
-    if not task_ids:
+def heartbeat(runs: list[tuple[str, str]]) -> int:
+    """Refresh the heartbeat of the runs this worker's pool children hold: (task id, child's
+    process name). A run taken over elsewhere has another worker on its row and is not touched."""
+    if not runs:
         return 0
-    return TaskRun.objects.filter(task_id__in=task_ids, state=TaskRun.State.RUNNING).update(
-        heartbeat_at=timezone.now()
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(_HEARTBEAT_SQL, [[task_id for task_id, _ in runs], [worker for _, worker in runs]])
+        return int(cursor.rowcount)
 
 
-def mark_lost_if_stale(stale_seconds: float) -> list[str]:
-    """Running rows whose heartbeat stopped: their worker died. Mark them lost."""
+def mark_lost_if_stale(stale_seconds: float, *, held: set[str]) -> list[str]:
+    """Running rows whose heartbeat stopped: their worker died or stalled. Mark them lost.
+
+    Rows a live worker reports holding (its last Redis snapshot) are left alone: their
+    heartbeat is late, not their worker gone.
+    """
     cutoff = timezone.now() - timedelta(seconds=stale_seconds)
     with transaction.atomic():
-        ids = list(
-            TaskRun.objects.select_for_update(skip_locked=True)
+        ids = [
+            str(task_id)
+            for task_id in TaskRun.objects.select_for_update(skip_locked=True)
             .filter(state=TaskRun.State.RUNNING, heartbeat_at__lt=cutoff)
             .values_list("task_id", flat=True)[:500]
-        )
+            if str(task_id) not in held
+        ]
         TaskRun.objects.filter(task_id__in=ids).update(
             state=TaskRun.State.LOST, error="worker lost (no heartbeat)"
         )
-    return [str(i) for i in ids]
+    return ids
 
 
 def format_error(exc: BaseException) -> str:

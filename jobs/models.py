@@ -30,8 +30,10 @@ class OutboxMessage(models.Model):
     not_before = models.DateTimeField(db_default=Now())  # delayed work lives here, not in broker ETAs
     created_at = models.DateTimeField(db_default=Now())
     sent_at = models.DateTimeField(null=True, blank=True)
-    # A relay leases rows instead of holding row locks across the broker call.
+    # A relay leases rows instead of holding row locks across the broker call; its marks
+    # (sent, failed) apply only while the lease is the one it took (claim_token).
     claimed_until = models.DateTimeField(null=True, blank=True)
+    claim_token = models.UUIDField(null=True, blank=True)
     publish_attempts = models.PositiveIntegerField(default=0, db_default=0)
     last_error = models.TextField(blank=True, default="", db_default="")
     # Same logical work enqueued twice (BullMQ's jobId): the second INSERT does nothing.
@@ -68,6 +70,9 @@ class TaskRun(models.Model):
     queue = models.CharField(max_length=50, blank=True, default="")
     state = models.CharField(max_length=16, choices=State.choices)
     deliveries = models.PositiveIntegerField(default=1)  # times a worker started this task id
+    # The fencing epoch: 1 for the first run, +1 for every takeover (jobs/execution.py). A run
+    # writes (finish, retries, dead letters, ledger claims, outbox rows) only while it holds it.
+    epoch = models.PositiveIntegerField(default=1, db_default=1)
     attempt = models.PositiveIntegerField(default=1)  # 1 + retries before this task id
     root_id = models.UUIDField(null=True, blank=True)  # first task id of a retry chain
     worker = models.CharField(max_length=200, blank=True, default="")  # node:pid of the pool child

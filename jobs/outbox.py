@@ -32,7 +32,7 @@ from django.utils.module_loading import autodiscover_modules
 from core import request_id
 from jobs.app import celery_app
 from jobs.errors import EnqueueError
-from jobs.execution import REQUEST_ID_HEADER
+from jobs.execution import HOLD_SQL, REQUEST_ID_HEADER, Superseded, current_fence
 from jobs.models import OutboxMessage
 from jobs.queues import Queue
 
@@ -54,7 +54,13 @@ class Message:
     id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
-_batch: ContextVar[list[Message] | None] = ContextVar("outbox_batch", default=None)
+@dataclass
+class _Batch:
+    messages: list[Message]
+    depth: int  # savepoints open when the batch began: deeper enqueues write at once
+
+
+_batch: ContextVar[_Batch | None] = ContextVar("outbox_batch", default=None)
 
 
 def _check_value(value: Any, path: str) -> None:
@@ -158,8 +164,10 @@ def enqueue(task_name: str, *, using: str = "default", **options: Any) -> uuid.U
     _require_transaction(using)
     message = build_message(task_name, **options)
     buffered = _batch.get()
-    if buffered is not None:
-        buffered.append(message)
+    # Buffered only at the batch's own level: an enqueue inside a savepoint (a nested atomic
+    # block) is written at once, so it rolls back with the savepoint if that rolls back.
+    if buffered is not None and len(connections[using].savepoint_ids) == buffered.depth:
+        buffered.messages.append(message)
         return message.id
     return message.id if write([message], using=using) else None
 
@@ -171,14 +179,14 @@ def batch(using: str = "default") -> Iterator[None]:
         yield
         return
     _require_transaction(using)
-    token = _batch.set([])
+    buffered = _Batch([], depth=len(connections[using].savepoint_ids))
+    token = _batch.set(buffered)
     try:
         yield
-        messages = _batch.get() or []
     finally:
         _batch.reset(token)
-    if messages:
-        write(messages, using=using)
+    if buffered.messages:
+        write(buffered.messages, using=using)
 
 
 def _require_transaction(using: str) -> None:
@@ -190,9 +198,16 @@ def _require_transaction(using: str) -> None:
 
 
 def write(messages: list[Message], *, using: str = "default") -> int:
-    """INSERT the rows and NOTIFY the relay, one statement; returns how many were new."""
+    """INSERT the rows and NOTIFY the relay, one statement; returns how many were new.
+
+    Inside a running task the rows are fenced (jobs/execution.py): written only while the run
+    still holds its task id, in the same statement; a superseded run gets `Superseded`, and its
+    transaction (the domain write that came with the enqueue) rolls back.
+    """
     connection = connections[using]
-    row = "(%s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, COALESCE(%s::timestamptz, now()), %s)"
+    fence = current_fence()
+    # Typed placeholders: in the fenced form the rows come from a VALUES list, not the table.
+    row = "(%s::uuid, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s::smallint, COALESCE(%s::timestamptz, now()), %s)"
     params: list[Any] = []
     for m in messages:
         params += [
@@ -206,19 +221,49 @@ def write(messages: list[Message], *, using: str = "default") -> int:
             m.not_before,
             m.dedupe_key,
         ]
+    values = f"VALUES {', '.join([row] * len(messages))}"
+    if fence is None:
+        rows, owner = values, "SELECT 1"
+    else:
+        rows = f"SELECT * FROM ({values}) AS v WHERE EXISTS (SELECT 1 FROM owner)"  # noqa: S608
+        owner = HOLD_SQL
+        params = [fence.task_id, fence.epoch, *params]
     sql = (
-        "WITH ins AS ("  # noqa: S608 - only placeholders are interpolated; values go as parameters
+        f"WITH owner AS ({owner}), ins AS ("  # noqa: S608 - only placeholders are interpolated
         " INSERT INTO jobs_outboxmessage"
         " (id, task_name, queue, args, kwargs, headers, priority, not_before, dedupe_key)"
-        f" VALUES {', '.join([row] * len(messages))}"
+        f" {rows}"
         " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id)"
-        " SELECT count(*), pg_notify(%s, '') FROM ins"
+        " SELECT (SELECT count(*) FROM owner), count(*), pg_notify(%s, '') FROM ins"
     )
     params.append(NOTIFY_CHANNEL)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        inserted = cursor.fetchone()
-    return int(inserted[0]) if inserted else 0
+        held, inserted, _ = cursor.fetchone() or (0, 0, None)
+    if not held:
+        raise Superseded(f"task {fence.task_id if fence else '?'} was taken over: its enqueue was refused")
+    return int(inserted)
+
+
+def adopt(
+    task_id: str, task_name: str, queue: str, args: list[Any], kwargs: dict[str, Any], headers: dict[str, Any]
+) -> None:
+    """Give a message that was published around the outbox an outbox row, marked sent, so the
+    reaper can re-publish it if the run that holds it dies (jobs/base_task.py)."""
+    OutboxMessage.objects.bulk_create(
+        [
+            OutboxMessage(
+                id=task_id,
+                task_name=task_name,
+                queue=queue,
+                args=args,
+                kwargs=kwargs,
+                headers=headers,
+                sent_at=timezone.now(),
+            )
+        ],
+        ignore_conflicts=True,
+    )
 
 
 @dataclass(frozen=True)

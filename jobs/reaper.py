@@ -1,7 +1,8 @@
 """The stuck-task reaper (Oban's Lifeline, River's rescuer): finds work whose worker died.
 
 Three sources, all re-published through the outbox with the same task id:
-  * TaskRun rows still `running` whose heartbeat stopped (worker SIGKILLed, OOM, host gone);
+  * TaskRun rows still `running` whose heartbeat stopped (worker SIGKILLed, OOM, host gone,
+    or stopped), unless a live worker reports holding them (its Redis snapshot);
   * task ids a dead worker had received but never started (prefetched), from its
     `taskyard:received:<worker>` set once its `taskyard:alive:<worker>` key expired;
   * messages the broker lost (Redis restarted without persistence, or flushed): outbox
@@ -13,13 +14,14 @@ is refused by TaskRun. The relay runs this every few seconds; a lock keeps it si
 """
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
@@ -42,6 +44,7 @@ class ReapReport:
     republished: int = 0
     lost_in_broker: list[str] = field(default_factory=list)  # sent, never started, no longer anywhere
     unrecoverable: list[str] = field(default_factory=list)  # no outbox row (sent outside the outbox)
+    in_grace: bool = False  # skipped: a store error was seen within the stale threshold
 
 
 def republish(task_ids: list[str]) -> tuple[int, list[str]]:
@@ -99,7 +102,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _lost_in_broker(client: redis.Redis) -> list[str]:
+def _lost_in_broker(client: redis.Redis, held: set[str]) -> list[str]:
     now = timezone.now()
     candidates = list(
         OutboxMessage.objects.filter(
@@ -112,7 +115,6 @@ def _lost_in_broker(client: redis.Redis) -> list[str]:
     if not candidates:
         return []
     depths = queue_depths({queue for _, queue in candidates})
-    held = _held_by_live_workers(client)
     lost = [str(i) for i, queue in candidates if depths.get(queue) == 0 and str(i) not in held]
     if lost:
         logger.warning(
@@ -121,17 +123,33 @@ def _lost_in_broker(client: redis.Redis) -> list[str]:
     return lost
 
 
+_store_error_at = -math.inf  # monotonic time of this process's last Redis or database error
+
+
 def reap(client: redis.Redis | None = None) -> ReapReport:
-    client = client or redis_client()
+    """One pass over the three sources; a no-op while another relay holds the lock, or within
+    the stale threshold after this reaper last failed to reach Redis or PostgreSQL: while it
+    could not look, workers may have failed to heartbeat too (the same outage), and a heartbeat
+    missed in an outage is not a dead worker."""
+    global _store_error_at
     report = ReapReport()
-    if not client.set(LOCK_KEY, "1", nx=True, ex=max(1, int(settings.TASKYARD_REAPER_INTERVAL_SECONDS))):
-        return report  # another relay reaped a moment ago
-    report.lost = execution.mark_lost_if_stale(settings.TASKYARD_HEARTBEAT_STALE_SECONDS)
-    report.orphaned = _orphans_of_dead_workers(client)
-    report.lost_in_broker = _lost_in_broker(client)
-    report.republished, report.unrecoverable = republish(
-        report.lost + report.orphaned + report.lost_in_broker
-    )
+    if time.monotonic() - _store_error_at < settings.TASKYARD_HEARTBEAT_STALE_SECONDS:
+        report.in_grace = True
+        return report
+    client = client or redis_client()
+    try:
+        if not client.set(LOCK_KEY, "1", nx=True, ex=max(1, int(settings.TASKYARD_REAPER_INTERVAL_SECONDS))):
+            return report  # another relay reaped a moment ago
+        held = _held_by_live_workers(client)
+        report.lost = execution.mark_lost_if_stale(settings.TASKYARD_HEARTBEAT_STALE_SECONDS, held=held)
+        report.orphaned = _orphans_of_dead_workers(client)
+        report.lost_in_broker = _lost_in_broker(client, held)
+        report.republished, report.unrecoverable = republish(
+            report.lost + report.orphaned + report.lost_in_broker
+        )
+    except (redis.RedisError, DatabaseError):
+        _store_error_at = time.monotonic()
+        raise
     if report.lost or report.orphaned or report.lost_in_broker:
         logger.warning(
             "reaper: %d lost, %d orphaned, %d lost by the broker, %d re-published, %d without an outbox row",

@@ -1,13 +1,15 @@
 """The outbox relay: publishes committed outbox rows to the broker.
 
 Loop:
-  1. claim due rows: UPDATE ... SET claimed_until = now() + lease
+  1. claim due rows: UPDATE ... SET claimed_until = now() + lease, claim_token = <new uuid>
      WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n), committed at once,
      so no row lock is held across the broker call and several relays share the work;
   2. publish the batch through one producer inside kombu's Producer.batch()
      (one Redis round trip per batch), task id = row id, enqueued_at stamped in headers;
-  3. mark the rows sent.
-  Sleep until a NOTIFY arrives, the next delayed row is due, or the poll interval ends.
+  3. mark the rows sent, fenced on the claim token: a relay that stalled past its lease
+     (another relay re-claimed the rows) marks nothing.
+  Sleep until a NOTIFY arrives, the next row can be claimed (due, and not leased by another
+  relay or by a broker outage's back-off), or the poll interval ends.
 
 A crash between 2 and 3 leaves rows claimed but unsent; after the lease they are
 published again. The duplicate has the same task id, and the worker's TaskRun check
@@ -21,6 +23,7 @@ import logging
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,7 +32,8 @@ import psycopg
 import redis
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
-from django.db.models import F
+from django.db.models import F, Min, QuerySet
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 from kombu.exceptions import KombuError, OperationalError
 from prometheus_client import Counter
@@ -59,6 +63,17 @@ BROKER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 @dataclass(frozen=True)
+class Lease:
+    """Rows this relay claimed, and the token that proves the claim is still its own."""
+
+    token: uuid.UUID
+    rows: list["Claimed"]
+
+    def rows_held(self) -> QuerySet[OutboxMessage]:
+        return OutboxMessage.objects.filter(pk__in=[r.id for r in self.rows], claim_token=self.token)
+
+
+@dataclass(frozen=True)
 class Claimed:
     id: Any
     task_name: str
@@ -74,7 +89,8 @@ def _json(value: Any) -> Any:
 
 
 _CLAIM_SQL = """
-UPDATE jobs_outboxmessage SET claimed_until = now() + make_interval(secs => %(lease)s)
+UPDATE jobs_outboxmessage
+SET claimed_until = now() + make_interval(secs => %(lease)s), claim_token = %(token)s
 WHERE id IN (
     SELECT id FROM jobs_outboxmessage
     WHERE sent_at IS NULL AND not_before <= now()
@@ -107,12 +123,17 @@ class Relay:
         self._beat_at = 0.0
 
     # --- claim / publish / mark ---------------------------------------------------
-    def claim(self) -> list[Claimed]:
+    def claim(self) -> Lease:
+        token = uuid.uuid4()
         with connection.cursor() as cursor:
-            cursor.execute(_CLAIM_SQL, {"lease": self.lease_seconds, "limit": self.batch_size})
+            cursor.execute(
+                _CLAIM_SQL, {"lease": self.lease_seconds, "limit": self.batch_size, "token": token}
+            )
             rows = sorted(cursor.fetchall(), key=lambda r: r[7])
         # Django has psycopg hand jsonb back as text (its JSONField parses it); so do we.
-        return [Claimed(r[0], r[1], r[2], _json(r[3]), _json(r[4]), _json(r[5]), r[6]) for r in rows]
+        return Lease(
+            token, [Claimed(r[0], r[1], r[2], _json(r[3]), _json(r[4]), _json(r[5]), r[6]) for r in rows]
+        )
 
     def publish(self, rows: list[Claimed]) -> None:
         enqueued_at = time.time()
@@ -135,22 +156,36 @@ class Relay:
                     kwargsrepr=repr(row.kwargs),
                 )
 
-    def mark_sent(self, rows: list[Claimed]) -> None:
-        OutboxMessage.objects.filter(pk__in=[r.id for r in rows]).update(
-            sent_at=timezone.now(), claimed_until=None
-        )
+    def mark_sent(self, lease: Lease) -> int:
+        """Mark the leased rows sent: only those still under this lease (a lease that ran out
+        may have been taken by another relay, whose marks are the ones that count)."""
+        marked = lease.rows_held().update(sent_at=timezone.now(), claimed_until=None, claim_token=None)
+        self._log_lost_rows(lease, marked, "sent")
+        return marked
 
-    def mark_failed(self, rows: list[Claimed], error: BaseException, retry_in: float) -> None:
-
-        OutboxMessage.objects.filter(pk__in=[r.id for r in rows]).update(
+    def mark_failed(self, lease: Lease, error: BaseException, retry_in: float) -> int:
+        marked = lease.rows_held().update(
             claimed_until=timezone.now() + timedelta(seconds=retry_in),
             publish_attempts=F("publish_attempts") + 1,
             last_error=f"{type(error).__name__}: {error}"[:500],
         )
+        self._log_lost_rows(lease, marked, "failed")
+        return marked
+
+    @staticmethod
+    def _log_lost_rows(lease: Lease, marked: int, what: str) -> None:
+        if marked < len(lease.rows):
+            logger.warning(
+                "relay: %d of %d rows were no longer under this relay's lease; not marked %s",
+                len(lease.rows) - marked,
+                len(lease.rows),
+                what,
+            )
 
     def relay_once(self) -> int:
         """Claim, publish and mark one batch. Returns how many rows were published."""
-        rows = self.claim()
+        lease = self.claim()
+        rows = lease.rows
         if not rows:
             return 0
         try:
@@ -165,10 +200,10 @@ class Relay:
                 delay,
             )
             OUTBOX_PUBLISH_ERRORS.inc()
-            self.mark_failed(rows, exc, delay)
+            self.mark_failed(lease, exc, delay)
             self.stop_event.wait(delay)
             return 0
-        self.mark_sent(rows)
+        self.mark_sent(lease)
         OUTBOX_PUBLISHED.inc(len(rows))
         self._failures = 0
         self.published_total += len(rows)
@@ -188,12 +223,12 @@ class Relay:
         return self._listen
 
     def seconds_until_next_due(self) -> float:
-        nxt = (
-            OutboxMessage.objects.filter(sent_at__isnull=True)
-            .order_by("not_before")
-            .values_list("not_before", flat=True)
-            .first()
-        )
+        """Until the next unsent row can be claimed: its not_before, or the end of another
+        relay's lease on it (a broker outage's back-off lease included), so a relay with
+        nothing claimable sleeps instead of spinning on claim + select."""
+        nxt = OutboxMessage.objects.filter(sent_at__isnull=True).aggregate(
+            next=Min(Greatest("not_before", Coalesce("claimed_until", "not_before")))
+        )["next"]
         if nxt is None:
             return self.poll_interval
         return max(0.0, min(self.poll_interval, (nxt - timezone.now()).total_seconds()))

@@ -22,7 +22,7 @@ import redis
 from celery import signals
 from celery.worker import state as worker_state
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 
 from core import metrics, request_id
 from core.redis import redis_client
@@ -61,6 +61,25 @@ def _track_received(request: Any = None, **_: Any) -> None:
 
 
 def _beat_once() -> None:
+    """The database heartbeat first, on its own: staleness is judged from it, and a Redis outage
+    (workers keep running on a RabbitMQ broker) must not let healthy runs look dead."""
+    runs = [
+        (str(r.id), execution.process_name(r.worker_pid))
+        for r in list(worker_state.active_requests)
+        if r.worker_pid  # accepted by a pool child
+    ]
+    try:
+        execution.heartbeat(runs)
+    except DatabaseError:
+        logger.warning("database heartbeat failed; retrying", exc_info=True)
+        close_old_connections()
+    try:
+        _write_records()
+    except redis.RedisError:
+        logger.warning("Redis heartbeat failed; retrying", exc_info=True)
+
+
+def _write_records() -> None:
     key = execution.process_name()
     ttl = int(settings.TASKYARD_HEARTBEAT_STALE_SECONDS)
     held = [str(r.id) for r in list(worker_state.reserved_requests)]  # reserved includes running
@@ -72,8 +91,6 @@ def _beat_once() -> None:
         pipe.sadd(HELD_KEY.format(worker=key), *held)
         pipe.expire(HELD_KEY.format(worker=key), ttl)
     pipe.execute()
-    active = [str(r.id) for r in list(worker_state.active_requests)]
-    execution.heartbeat(active)
 
 
 def _heartbeat_loop() -> None:
@@ -83,7 +100,6 @@ def _heartbeat_loop() -> None:
             _beat_once()
         except Exception:
             logger.warning("heartbeat failed; retrying", exc_info=True)
-            close_old_connections()
 
 
 @signals.worker_shutdown.connect

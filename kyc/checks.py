@@ -39,6 +39,7 @@ from core.errors import PermanentError, RetryableError
 from core.redact import redact
 from jobs import outbox
 from jobs.errors import Reschedule
+from jobs.execution import hold_current
 from jobs.ratelimit import TokenBucket, take_or_reschedule
 from kyc import vendor
 from kyc.documents import CONTENT_TYPE
@@ -183,6 +184,7 @@ def _claim(submission: Submission, task_id: str) -> VendorCheck | None:
     """Mark the check `submitting` (committed before the call). None: already submitted."""
     now = timezone.now()
     with transaction.atomic():
+        hold_current()  # a run that was taken over claims nothing (jobs/execution.py)
         check, _ = VendorCheck.objects.select_for_update().get_or_create(submission=submission)
         if check.status in (VendorCheck.Status.SUBMITTED, VendorCheck.Status.DECIDED):
             return None

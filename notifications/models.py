@@ -25,7 +25,8 @@ class EmailDelivery(models.Model):
     message_id = models.CharField(max_length=300, unique=True)
     attempts = models.PositiveIntegerField(default=0)
     claimed_at = models.DateTimeField(null=True, blank=True)
-    claimed_by = models.CharField(max_length=64, blank=True, default="")  # task id of the claiming attempt
+    # The claiming run's owner token (`<task id>:<epoch>`, jobs/execution.py Fence).
+    claimed_by = models.CharField(max_length=64, blank=True, default="")
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -34,6 +34,7 @@ from core import request_id
 from core.errors import PermanentError
 from core.redact import redact
 from jobs.errors import Reschedule
+from jobs.execution import Superseded, current_fence, owner_cte
 from notifications.errors import classify_smtp
 from notifications.models import EmailAttempt, EmailDelivery
 
@@ -57,47 +58,66 @@ def claim_lease() -> timedelta:
 
 
 # One statement claims the row, creating it on first use: no lock is held across round trips,
-# and the common case (a first attempt) costs one round trip instead of five.
+# and the common case (a first attempt) costs one round trip instead of five. Fenced: it claims
+# only while the task's run still holds its task id (jobs/execution.py), and says whether it did.
 _CLAIM_SQL = """
-INSERT INTO notifications_emaildelivery AS d
-    (template, ledger_key, recipient_id, message_id, status, attempts, claimed_at, claimed_by,
-     last_error, created_at)
-VALUES (%(template)s, %(ledger_key)s, %(recipient)s, %(message_id)s, 'sending', 1, %(now)s,
-        %(task_id)s, '', %(now)s)
-ON CONFLICT (template, ledger_key) DO UPDATE
-    SET status = 'sending', claimed_at = %(now)s, claimed_by = %(task_id)s, attempts = d.attempts + 1
-    WHERE d.status <> 'sent'
-      AND (d.status <> 'sending' OR d.claimed_by = %(task_id)s OR d.claimed_at IS NULL
-           OR d.claimed_at <= %(lease_start)s)
-RETURNING id
+WITH owner AS ({owner}),
+claimed AS (
+    INSERT INTO notifications_emaildelivery AS d
+        (template, ledger_key, recipient_id, message_id, status, attempts, claimed_at, claimed_by,
+         last_error, created_at)
+    SELECT %(template)s, %(ledger_key)s, %(recipient)s, %(message_id)s, 'sending', 1, %(now)s,
+           %(claimant)s, '', %(now)s
+    WHERE EXISTS (SELECT 1 FROM owner)
+    ON CONFLICT (template, ledger_key) DO UPDATE
+        SET status = 'sending', claimed_at = %(now)s, claimed_by = %(claimant)s, attempts = d.attempts + 1
+        WHERE d.status <> 'sent'
+          AND (d.status <> 'sending' OR d.claimed_by IN (%(claimant)s, %(predecessor)s)
+               OR d.claimed_at IS NULL OR d.claimed_at <= %(lease_start)s)
+    RETURNING id
+)
+SELECT (SELECT count(*) FROM owner), (SELECT id FROM claimed)
 """
 
 
 def _claim(*, template: str, ledger_key: str, recipient: User, task_id: str) -> EmailDelivery | None:
     """Returns the delivery claimed for sending, or None when it was already sent.
 
-    A delivery left `sending` by this same task id means that attempt died mid-send (a task
-    id runs in one place at a time, jobs/execution.py), so it is taken over at once; one
-    claimed by another task id is left alone until its lease ends.
+    The claimant is the run's owner token (`<task id>:<epoch>`). A delivery left `sending` by
+    another claimant is left alone until its lease ends: that run may still be mid-send (a
+    stalled run is taken over, but may wake up and finish its SMTP conversation). Only the
+    run this one took over from a process known dead is taken over at once.
     """
+    fence = current_fence()
+    owner, fence_params = owner_cte(fence)
     now = timezone.now()
     message_id = message_id_for(template, ledger_key)
     with connection.cursor() as cursor:
         cursor.execute(
-            _CLAIM_SQL,
+            _CLAIM_SQL.format(owner=owner),
             {
                 "template": template,
                 "ledger_key": ledger_key,
                 "recipient": recipient.pk,
                 "message_id": message_id,
                 "now": now,
-                "task_id": task_id,
+                "claimant": fence.token if fence else task_id,
+                "predecessor": fence.predecessor_token if fence else "",
                 "lease_start": now - claim_lease(),
+                **fence_params,
             },
         )
-        row = cursor.fetchone()
-    if row is not None:
-        return EmailDelivery(pk=row[0], template=template, ledger_key=ledger_key, message_id=message_id)
+        held, claimed = cursor.fetchone() or (0, None)
+    if not held:
+        raise Superseded(f"task {task_id} was taken over: its claim of email {ledger_key} was refused")
+    if claimed is not None:
+        return EmailDelivery(
+            pk=claimed,
+            template=template,
+            ledger_key=ledger_key,
+            message_id=message_id,
+            claimed_by=fence.token if fence else task_id,
+        )
     # Not claimed: either already sent, or another attempt holds a live claim.
     current = EmailDelivery.objects.get(template=template, ledger_key=ledger_key)
     if current.status == EmailDelivery.Status.SENT:
@@ -138,11 +158,15 @@ def _finish(
             started_at=timezone.now() - timedelta(seconds=time.monotonic() - started),
             duration_ms=int((time.monotonic() - started) * 1000),
         )
-        EmailDelivery.objects.filter(pk=delivery.pk).update(
+        # What happened is recorded while the claim is still ours: a claim that outlived its
+        # lease may have been taken by a newer run, whose record is the one that counts.
+        marked = EmailDelivery.objects.filter(pk=delivery.pk, claimed_by=delivery.claimed_by).update(
             status=status,
             sent_at=timezone.now() if status == EmailDelivery.Status.SENT else None,
             last_error=redact(error)[:2000],
         )
+    if not marked:
+        logger.warning("email %s: the claim was taken over before its %s was recorded", delivery.pk, outcome)
 
 
 _smtp: dict[int, BaseEmailBackend] = {}  # one open connection per process (pool children fork)
@@ -214,6 +238,9 @@ def email_send(
         headers={"Message-ID": delivery.message_id, "X-Request-ID": request_id.get() or "-"},
     )
     message.attach_alternative(html, "text/html")
+    if (fence := current_fence()) is not None and not fence.holds():
+        # Taken over since the claim (this run stalled): the new run sends, after the lease.
+        raise Superseded(f"task {fence.task_id} was taken over before email {delivery.pk} was sent")
     try:
         _send(message)
     except Exception as exc:

@@ -23,6 +23,7 @@ from reportlab.lib.units import mm
 from reportlab.pdfgen import canvas
 
 from fx.selectors import latest_rate
+from jobs.execution import Superseded, hold_current
 from orders.currencies import format_amount, quantum
 from orders.models import CONVERTED_DIGITS, Invoice, Order
 from orders.services import display_currency_for
@@ -98,17 +99,22 @@ def invoice_render(*, order_id: int) -> Invoice:
         return invoice  # same order data, same rate: same bytes, already stored
     name = default_storage.save(f"invoices/order-{order.pk}-{digest[:16]}.pdf", ContentFile(content))
     previous = invoice.file
-    with transaction.atomic():
-        Invoice.objects.filter(pk=invoice.pk).update(
-            status=Invoice.Status.READY,
-            file=name,
-            content_hash=digest,
-            display_currency=conversion.currency,
-            converted_total=conversion.total,
-            fx_rate=conversion.rate,
-            fx_as_of=conversion.as_of,
-            generated_at=timezone.now(),
-        )
+    try:
+        with transaction.atomic():
+            hold_current()  # a run that was taken over (it stalled) records nothing
+            Invoice.objects.filter(pk=invoice.pk).update(
+                status=Invoice.Status.READY,
+                file=name,
+                content_hash=digest,
+                display_currency=conversion.currency,
+                converted_total=conversion.total,
+                fx_rate=conversion.rate,
+                fx_as_of=conversion.as_of,
+                generated_at=timezone.now(),
+            )
+    except Superseded:
+        default_storage.delete(name)  # this run's file: nothing refers to it
+        raise
     if previous and previous != name:
         default_storage.delete(previous)
     invoice.refresh_from_db()

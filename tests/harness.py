@@ -220,11 +220,11 @@ class Processes:
     def beat(
         self,
         name: str = "beat",
-        scheduler: str = "django_celery_beat.schedulers:DatabaseScheduler",
+        scheduler: str = "jobs.scheduling.beat:HeartbeatScheduler",  # production's: sends via the outbox
         extra: list[str] | None = None,
         **env: str,
     ) -> Proc:
-        """A real `celery beat` (DatabaseScheduler by default), its state files in its own directory."""
+        """A real `celery beat` with the project's scheduler, its state files in its own directory."""
         state = self.log_dir / f"{name}-{self._counter + 1:02d}"
         state.mkdir(parents=True, exist_ok=True)
         argv = [

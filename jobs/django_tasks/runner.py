@@ -27,7 +27,7 @@ from jobs.base_task import BaseTask
 from jobs.dead_letters import exception_class_name
 from jobs.django_tasks.backend import DEFAULT_MAX_RETURN_VALUE_BYTES, RUNNER_TASK_NAME, load_task
 from jobs.django_tasks.specs import DEFAULT_SPEC, TaskSpec, spec_for
-from jobs.execution import TaskMeta, format_traceback, process_name
+from jobs.execution import Fence, TaskMeta, format_traceback, process_name
 from jobs.models import TaskRun
 from jobs.policy import RetryPolicy
 from jobs.queues import Queue
@@ -69,7 +69,12 @@ class DjangoTaskRunner(BaseTask):
             _current_spec.reset(token)
 
     def _record_failure(
-        self, meta: TaskMeta, exc: BaseException, args: list[Any], kwargs: dict[str, Any]
+        self,
+        meta: TaskMeta,
+        exc: BaseException,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        fence: Fence | None,
     ) -> NoReturn:
         outcome = {"exception_class": exception_class_name(exc), "traceback": redact(format_traceback(exc))}
         try:
@@ -78,7 +83,7 @@ class DjangoTaskRunner(BaseTask):
             logger.warning("%s[%s]: could not store the error for get_result()", self.name, meta.task_id)
         token = _failing_root.set(meta.root_id)
         try:
-            super()._record_failure(meta, exc, args, kwargs)
+            super()._record_failure(meta, exc, args, kwargs, fence)
         finally:
             _failing_root.reset(token)
 

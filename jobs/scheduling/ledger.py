@@ -40,6 +40,7 @@ from django.utils import timezone
 
 from core.errors import PermanentError
 from jobs.errors import Reschedule
+from jobs.execution import hold_current
 from jobs.models import ScheduleSlot
 from jobs.scheduling.definitions import definition
 
@@ -76,13 +77,17 @@ def claim(
 ) -> SlotClaim:
     """Claim a slot before doing its work; committed at once (no lock held afterwards).
 
-    Runs when the slot is free, or held by this task's own chain (`root_id`: a retry, a
-    reschedule, a redelivery, the task backfill queued), or failed and `repair` is set (a
-    dead-letter replay). Skipped otherwise, and the row counts the refused duplicate.
+    Runs when the slot is free; or left for this task's own chain (`root_id`) by a failed or
+    rescheduled attempt, or queued by backfill (claimed); or running under this very task id
+    (a takeover of a run that died, which the task's fence arbitrated); or failed and `repair`
+    is set (a dead-letter replay). Skipped otherwise, and the row counts the refused duplicate:
+    a redelivery of a running chain never runs the slot twice. A run that lost its fence
+    claims nothing (`Superseded`).
     """
     root = str(uuid.UUID(str(root_id or task_id)))
     now = timezone.now()
     with transaction.atomic():
+        hold_current()
         row = locked_slot(schedule, slot_start)
         if row is None:
             try:
@@ -101,7 +106,9 @@ def claim(
                 row = locked_slot(schedule, slot_start)  # another claimer committed first
                 if row is None:  # pragma: no cover - the conflicting row cannot vanish under a lock
                     raise
-        own_chain = str(row.root_id) == root and row.status in (Status.CLAIMED, Status.RUNNING, Status.FAILED)
+        own_chain = (str(row.root_id) == root and row.status in (Status.CLAIMED, Status.FAILED)) or (
+            row.status == Status.RUNNING and str(row.task_id) == task_id
+        )
         if own_chain or (repair and row.status == Status.FAILED):
             row.status, row.task_id, row.root_id = Status.RUNNING, uuid.UUID(task_id), uuid.UUID(root)
             row.attempts += 1
@@ -142,19 +149,23 @@ def finish(slot: SlotClaim, *, error: BaseException | None = None) -> None:
     if slot.skipped:
         return
     now = timezone.now()
-    ScheduleSlot.objects.filter(pk=slot.slot_id, task_id=slot.task_id).update(
-        status=Status.SUCCEEDED if error is None else Status.FAILED,
-        finished_at=now,
-        duration=now - slot.started_at,
-        error="" if error is None else f"{type(error).__name__}: {error}"[:4000],
-    )
+    with transaction.atomic():
+        hold_current()
+        ScheduleSlot.objects.filter(pk=slot.slot_id, task_id=slot.task_id).update(
+            status=Status.SUCCEEDED if error is None else Status.FAILED,
+            finished_at=now,
+            duration=now - slot.started_at,
+            error="" if error is None else f"{type(error).__name__}: {error}"[:4000],
+        )
 
 
 def _release(slot: SlotClaim, reason: str) -> None:
     """The task asked to run later (Reschedule): the slot waits for the same chain."""
-    ScheduleSlot.objects.filter(pk=slot.slot_id, task_id=slot.task_id).update(
-        status=Status.CLAIMED, note=reason[:300]
-    )
+    with transaction.atomic():
+        hold_current()
+        ScheduleSlot.objects.filter(pk=slot.slot_id, task_id=slot.task_id).update(
+            status=Status.CLAIMED, note=reason[:300]
+        )
 
 
 @contextmanager

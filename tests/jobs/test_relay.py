@@ -88,7 +88,7 @@ def test_duplicate_delivery_of_one_task_id_runs_once(live):
     # then the side effect happened once, and the second delivery was refused by TaskRun
     assert len(records(key)) == 1
     assert TaskRun.objects.get(task_id=task_id).deliveries == 1
-    assert "duplicate delivery" in live.worker.log()
+    wait_until(lambda: "duplicate delivery" in live.worker.log(), message="the refusal in the worker's log")
 
 
 def test_relay_killed_mid_batch_loses_nothing(live, tmp_path):

@@ -7,12 +7,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from celery import signals
 from celery.schedules import crontab
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test import Client
 from django.urls import reverse
+from django_celery_beat.models import PeriodicTask
 
 from config.celery_app import app
 from core.errors import PermanentError
@@ -20,6 +20,7 @@ from jobs.errors import Reschedule
 from jobs.management.commands.setup_periodic_tasks import sync_schedules
 from jobs.models import OutboxMessage, ScheduleSlot
 from jobs.scheduling import backfill, definitions, ledger, timing
+from jobs.scheduling.beat import HeartbeatScheduler
 from jobs.scheduling.definitions import Schedule
 
 pytestmark = pytest.mark.django_db
@@ -234,14 +235,18 @@ def test_definition_comes_from_beats_table_else_from_code(hourly):
     assert (from_code.when, from_code.uses_ledger) == ("0 8 * * *", False)
 
 
-def test_only_messages_from_beat_get_the_send_time_stamp():
-    beat_headers = {"periodic_task_name": "fx-sync-hourly"}
-    other_headers: dict[str, str] = {}
-    signals.before_task_publish.send(sender="fx.sync_rates", headers=beat_headers)
-    signals.before_task_publish.send(sender="fx.sync_rates", headers=other_headers)
-    stamped = datetime.fromisoformat(beat_headers[ledger.BEAT_SENT_AT])
+@pytest.mark.django_db(transaction=True)  # django-celery-beat's sync closes the connection
+def test_beat_sends_through_the_outbox_with_its_send_time(hourly):
+    # when beat's scheduler sends a due entry
+    scheduler = HeartbeatScheduler(app=app, lazy=True)
+    entry = scheduler.Entry(PeriodicTask.objects.get(name=hourly), app=app)
+    sent = scheduler.apply_async(entry, advance=False)
+    # then it is an outbox row for the relay to publish (no broker call), stamped with beat's time
+    row = OutboxMessage.objects.get(pk=sent.id)
+    assert (row.task_name, row.kwargs, row.sent_at) == ("probe.record", {"schedule": hourly}, None)
+    assert row.headers["periodic_task_name"] == hourly
+    stamped = datetime.fromisoformat(row.headers[ledger.BEAT_SENT_AT])
     assert abs((stamped - datetime.now(UTC)).total_seconds()) < 5
-    assert ledger.BEAT_SENT_AT not in other_headers
 
 
 # --- missed slots and backfill ------------------------------------------------------------------
