@@ -21,6 +21,7 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
 from reportlab.pdfgen import canvas
 
+from core import tracing
 from fx.selectors import latest_rate
 from orders.currencies import format_amount, quantum
 from orders.models import Invoice, Order
@@ -86,7 +87,8 @@ def invoice_render(*, order_id: int) -> Invoice:
     """Render and store the order's invoice; a no-op when nothing about it changed."""
     order = Order.objects.select_related("owner", "invoice").prefetch_related("lines").get(pk=order_id)
     conversion = conversion_for(order)
-    content = render_pdf(order, conversion)
+    with tracing.span("invoice render pdf", {"taskyard.order_id": order.pk}):
+        content = render_pdf(order, conversion)
     digest = hashlib.sha256(content).hexdigest()
     invoice = order.invoice
     if invoice.content_hash == digest and invoice.file and default_storage.exists(invoice.file):
