@@ -71,8 +71,8 @@ def test_a_query_outside_any_trace_is_dropped_but_kept_inside_one(exported):
     assert [s.name for s in exported.get_finished_spans()] == ["SELECT", "request"]
 
 
-def test_no_pii_leaves_the_process(exported):
-    with pytest.raises(ValueError), tracing.span("POST /api/orders", kind=SpanKind.SERVER) as span:
+def record_a_failing_request() -> None:
+    with tracing.span("POST /api/orders", kind=SpanKind.SERVER) as span:
         span.set_attributes(
             {
                 "http.url": f"https://user:pw@api.test/api/orders?email={EMAIL}",
@@ -83,6 +83,11 @@ def test_no_pii_leaves_the_process(exported):
             }
         )
         raise ValueError(f"no such user {EMAIL}")
+
+
+def test_no_pii_leaves_the_process(exported):
+    with pytest.raises(ValueError, match="no such user"):
+        record_a_failing_request()
     [span] = exported.get_finished_spans()
     everything = json.dumps(
         [
@@ -108,12 +113,12 @@ def test_log_lines_and_sentry_events_carry_the_trace(exported):
         trace.format_trace_id(span.get_span_context().trace_id),
         trace.format_span_id(span.get_span_context().span_id),
     )
-    assert (record.trace_id, record.span_id) == ids
+    assert (getattr(record, "trace_id"), getattr(record, "span_id")) == ids  # noqa: B009
     assert event["tags"]["trace_id"] == ids[0]
     assert (event["contexts"]["trace"]["trace_id"], event["contexts"]["trace"]["span_id"]) == ids
     outside = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
     tracing.TraceContextFilter().filter(outside)
-    assert (outside.trace_id, outside.span_id) == ("", "")
+    assert (getattr(outside, "trace_id"), getattr(outside, "span_id")) == ("", "")  # noqa: B009
 
 
 def test_new_work_is_a_child_of_the_span_that_enqueued_it(exported):
@@ -121,7 +126,7 @@ def test_new_work_is_a_child_of_the_span_that_enqueued_it(exported):
     with tracing.span("POST /api/orders") as span:
         headers = job_tracing.enqueue_headers({"root_id": "r1", "attempt": 1})
         kept = job_tracing.enqueue_headers({"root_id": "r1", "traceparent": "given"})
-    assert tracing.span_context(headers["traceparent"]).span_id == span.get_span_context().span_id
+    assert headers["traceparent"].split("-")[2] == trace.format_span_id(span.get_span_context().span_id)
     assert "traceparent" not in kept  # what the caller set is never overridden
 
 
@@ -130,7 +135,7 @@ def test_a_scheduled_run_starts_at_beats_send(exported):
     job_tracing._beat_send_span(sender="fx.sync_rates", headers=headers)
     [span] = exported.get_finished_spans()
     assert (span.name, span.kind, span.parent) == ("beat send fx.sync_rates", SpanKind.PRODUCER, None)
-    assert tracing.span_context(headers["traceparent"]).span_id == span.get_span_context().span_id
+    assert headers["traceparent"].split("-")[2] == trace.format_span_id(span.get_span_context().span_id)
     relayed = {"root_id": "r1"}
     job_tracing._beat_send_span(sender="orders.send_confirmation_email", headers=relayed)
     assert relayed == {"root_id": "r1"}  # not a beat message: left alone
