@@ -230,16 +230,21 @@ def setup(role: str) -> bool:
 
 
 def _instrument(role: str) -> None:
+    """Django (web), psycopg (every SQL statement inside a trace) and requests (vendor and FX
+    calls), less any named in OTEL_PYTHON_DISABLED_INSTRUMENTATIONS (`psycopg` saves most of
+    the cost: docs/performance.md)."""
     from opentelemetry.instrumentation.psycopg import PsycopgInstrumentor
     from opentelemetry.instrumentation.requests import RequestsInstrumentor
 
-    if role == "web":
+    variable = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    disabled = {name.strip() for name in variable.split(",")}
+    if role == "web" and "django" not in disabled:
         from opentelemetry.instrumentation.django import DjangoInstrumentor
 
         DjangoInstrumentor().instrument(excluded_urls=EXCLUDED_URLS)
-    if role != "beat":
+    if role != "beat" and "psycopg" not in disabled:
         PsycopgInstrumentor().instrument(skip_dep_check=True)
-    if role in ("web", "worker"):
+    if role in ("web", "worker") and "requests" not in disabled:
         RequestsInstrumentor().instrument()
 
 

@@ -11,6 +11,7 @@ and not Jaeger). A part is a local root (a request, a task run, a relay publish:
 without a parent in the same process) with everything under it.
 
 Run: python -m fakes.otlp_collector --port 4318 [--spotlight http://127.0.0.1:8969/stream]
+     --discard: answer every export and keep nothing (the benchmark's collector)
 """
 
 import argparse
@@ -203,11 +204,14 @@ class SpotlightForwarder:
 
 
 class Collector:
-    def __init__(self, spotlight: str | None = None) -> None:
+    def __init__(self, spotlight: str | None = None, *, discard: bool = False) -> None:
         self.spans: deque[dict[str, Any]] = deque(maxlen=KEEP_SPANS)
         self.forwarder = SpotlightForwarder(spotlight) if spotlight else None
+        self.discard = discard
 
     def receive(self, request: Request) -> tuple[int, Any, dict[str, str]]:
+        if self.discard:
+            return 200, b"", {"Content-Type": "application/x-protobuf"}
         body = request.body
         if request.headers.get("Content-Encoding") == "gzip":
             body = gzip.decompress(body)
@@ -239,8 +243,9 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=4318)
     parser.add_argument("--spotlight", default="", help="Spotlight sidecar's /stream URL to forward to")
+    parser.add_argument("--discard", action="store_true", help="keep nothing (benchmarks)")
     args = parser.parse_args()
-    collector = Collector(args.spotlight or None)
+    collector = Collector(args.spotlight or None, discard=args.discard)
     server = JsonServer(args.host, args.port, collector.routes())
     server.serve_until_signalled(
         f"otlp collector: OTLP/HTTP on http://{args.host}:{server.port}/v1/traces"
