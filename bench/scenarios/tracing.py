@@ -1,17 +1,24 @@
-"""S6 the cost of tracing: the same processes with OpenTelemetry off, on (the default: every
-instrumentation, batch span processor, OTLP/HTTP to a collector), and on without SQL spans
-(OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg), side by side in one run, the order of the
-three rotating from one round to the next:
+"""S6 the cost of tracing: the same processes with OpenTelemetry off; on (the default: every
+instrumentation, every trace, batch span processor, OTLP/HTTP to a collector); on without SQL
+spans (OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=psycopg); and on with one request in ten sampled
+(parentbased_traceidratio 0.1), side by side in one run, the order rotating by round:
 
   * order create: three gunicorns (the outbox variant), wrk at 16 connections;
   * email task: a worker (2 children) drains confirmation emails for existing orders into the
     SMTP sink.
+
+Two figures per run: the throughput, and the CPU the measured process tree (gunicorn, or
+the worker and its children, export thread included) spent per request or email. The goal
+is on the CPU: on a machine shared with other work, throughput swings with the neighbours
+while CPU per unit of work barely does, and where the process is CPU-bound (its own cores)
+throughput is its inverse.
 
 The collector runs with --discard: decoding spans is the collector's work, on its own machine
 in a deployment; what is measured is what tracing costs the app (creating, scrubbing,
 encoding and sending the spans).
 """
 
+import random
 import statistics
 import sys
 import time
@@ -24,7 +31,9 @@ from bench.measure import say, wait
 from bench.stack import Bench, free_port
 
 GOAL = 0.95  # traced throughput / untraced, both measures
-FAKE_REQUEST = "00-{trace}-{span}-01"  # the email tasks come "from a request", as in production
+# The email tasks come "from a request", as in production; its sampled flag decides theirs.
+FAKE_REQUEST = "00-{trace}-{span}-{flags}"
+SAMPLED = 0.1  # the sampled state: one request in ten traced, with all its tasks
 
 
 def _collector(bench: Bench) -> str:
@@ -46,8 +55,8 @@ def _orders(bench: Bench, count: int) -> list[int]:
     return [order_create(user=user, lines=[line]).pk for _ in range(count)]
 
 
-def _drain_emails(order_ids: list[int]) -> float:
-    """Emails/s: publish one confirmation email task per order, wait until all are sent."""
+def _drain_emails(order_ids: list[int], sampled: float) -> int:
+    """Publish one confirmation email task per order; wait until all are sent. Returns how many."""
     from django.db import connection
 
     from config.celery_app import app
@@ -57,11 +66,11 @@ def _drain_emails(order_ids: list[int]) -> float:
         cursor.execute(
             "TRUNCATE notifications_emailattempt, notifications_emaildelivery, jobs_taskrun CASCADE"
         )
-    started = time.perf_counter()
     with app.producer_or_acquire() as producer, producer.batch(max_size=1000):
         for order_id in order_ids:
             task_id = str(uuid.uuid4())
-            parent = FAKE_REQUEST.format(trace=uuid.uuid4().hex, span=uuid.uuid4().hex[:16])
+            flags = "01" if random.random() < sampled else "00"
+            parent = FAKE_REQUEST.format(trace=uuid.uuid4().hex, span=uuid.uuid4().hex[:16], flags=flags)
             app.send_task(
                 "orders.send_confirmation_email",
                 kwargs={"order_id": order_id},
@@ -72,18 +81,37 @@ def _drain_emails(order_ids: list[int]) -> float:
             )
     sent = EmailDelivery.objects.filter(status=EmailDelivery.Status.SENT)
     wait(lambda: sent.count() >= len(order_ids), 600, f"{len(order_ids)} emails", interval=0.1)
-    return len(order_ids) / (time.perf_counter() - started)
+    return len(order_ids)
 
 
-STATES = {"off": {}, "on": {}, "on-no-sql": {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "psycopg"}}
+def measured(pid: int, work: Callable[[], int]) -> dict[str, float]:
+    """Run `work` (returns how many units it completed): units/s and CPU ms per unit of `pid`'s tree."""
+    from bench.cpu import cpu_by_role, cpu_seconds
+
+    before, started = cpu_seconds({pid: "measured"}), time.perf_counter()
+    units = work()
+    elapsed, after = time.perf_counter() - started, cpu_seconds({pid: "measured"})
+    cpu = cpu_by_role(before, after).get("measured", 0.0)
+    return {"rate": units / elapsed, "cpu_ms": cpu / max(units, 1) * 1000}
 
 
-def rotating(measure: Callable[[str], float], reps: int) -> dict[str, list[float]]:
+STATES = {
+    "off": {},
+    "on": {},
+    "on-no-sql": {"OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "psycopg"},
+    "on-sampled": {
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": str(SAMPLED),
+    },
+}
+
+
+def rotating(measure: Callable[[str], dict[str, float]], reps: int) -> dict[str, list[dict[str, float]]]:
     """Each state once per round, the order rotating, so drift weighs on all of them alike."""
-    runs: dict[str, list[float]] = {state: [] for state in STATES}
+    runs: dict[str, list[dict[str, float]]] = {state: [] for state in STATES}
     order = list(STATES)
     for rep in range(reps):
-        for state in order[rep % 3 :] + order[: rep % 3]:
+        for state in order[rep % len(order) :] + order[: rep % len(order)]:
             runs[state].append(measure(state))
     return runs
 
@@ -97,23 +125,30 @@ def s6_tracing(bench: Bench) -> None:
         state: ({"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint, **extra} if state != "off" else {})
         for state, extra in STATES.items()
     }
-    reps = 1 if bench.quick else 5
+    reps = 1 if bench.quick else 3
     seconds = 4 if bench.quick else 8
 
     # order create
     ports = {state: free_port() for state in STATES}
-    webs = [bench.web("b", ports[state], **env[state]) for state in STATES]
+    webs = {state: bench.web("b", ports[state], **env[state]) for state in STATES}
     for port in ports.values():
         bench.wrk(port, 4, 2)  # warm up
 
-    def create(state: str) -> float:
+    def create(state: str) -> dict[str, float]:
         bench.reset_data()
-        data = bench.wrk(ports[state], 16, seconds)
-        say(f"S6 order create, tracing {state}: {data['rps']:.0f} req/s p99 {data['p99_ms']:.1f} ms")
-        return float(data["rps"])
+
+        def load() -> int:
+            data = bench.wrk(ports[state], 16, seconds)
+            return int(data["requests"] - data["non2xx"])
+
+        result = measured(webs[state].pid, load)
+        say(
+            f"S6 order create, tracing {state}: {result['rate']:.0f} req/s, {result['cpu_ms']:.2f} CPU ms each"
+        )
+        return result
 
     bench.results["s6_create"] = _summary(rotating(create, reps))
-    for proc in webs:
+    for proc in webs.values():
         proc.stop()
 
     # email task
@@ -121,36 +156,55 @@ def s6_tracing(bench: Bench) -> None:
     order_ids = _orders(bench, 300 if bench.quick else 600)
     smtp = {"EMAIL_PORT": str(sink.smtp_port)}
 
-    def drain(state: str) -> float:
+    def drain(state: str) -> dict[str, float]:
         # a fresh worker per run, started before the clock: no two compete for the queue
         worker = bench.procs.worker(f"s6-{state}", queues="emails", concurrency=2, **smtp, **env[state])
         try:
-            rate = _drain_emails(order_ids)
+            result = measured(
+                worker.pid, lambda: _drain_emails(order_ids, SAMPLED if state == "on-sampled" else 1.0)
+            )
         finally:
             worker.stop()
-        say(f"S6 email task, tracing {state}: {rate:.0f} emails/s")
-        return rate
+        say(
+            f"S6 email task, tracing {state}: {result['rate']:.0f} emails/s, {result['cpu_ms']:.2f} CPU ms each"
+        )
+        return result
 
     bench.results["s6_email"] = {**_summary(rotating(drain, reps)), "emails": len(order_ids)}
 
 
-def _summary(runs: dict[str, list[float]]) -> dict[str, Any]:
-    """Medians, and per round the ratio of each traced state to the untraced one."""
-    summary: dict[str, Any] = {state: statistics.median(values) for state, values in runs.items()}
-    for state in ("on", "on-no-sql"):
-        summary[f"ratios_{state}"] = [a / b for a, b in zip(runs[state], runs["off"], strict=True)]
-    summary["ratios"] = summary["ratios_on"]
+def _summary(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
+    """Medians per state, and per round each traced state against the untraced one: the
+    throughput ratio, and the CPU-per-unit ratio off/on (>1 would mean tracing made it cheaper)."""
+    summary: dict[str, Any] = {
+        state: {key: statistics.median(run[key] for run in values) for key in ("rate", "cpu_ms")}
+        for state, values in runs.items()
+    }
+    for state in list(STATES)[1:]:
+        pairs = list(zip(runs[state], runs["off"], strict=True))
+        summary[f"rate_ratios_{state}"] = [a["rate"] / b["rate"] for a, b in pairs]
+        summary[f"cpu_ratios_{state}"] = [b["cpu_ms"] / a["cpu_ms"] for a, b in pairs]
     return summary
+
+
+def _median_spread(values: list[float]) -> str:
+    spread = f" (rounds {min(values):.2f}-{max(values):.2f})" if len(values) > 1 else ""
+    return f"{statistics.median(values):.2f}x{spread}"
 
 
 def goal_rows(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     rows: list[tuple[str, str, str, bool | None]] = []
-    for key, what in (("s6_create", "order create throughput"), ("s6_email", "email task throughput")):
+    for key, what in (("s6_create", "order create"), ("s6_email", "email task")):
         if key in r:
-            ratios = r[key]["ratios"]
-            ratio = statistics.median(ratios)
-            spread = f" (rounds {min(ratios):.2f}-{max(ratios):.2f})" if len(ratios) > 1 else ""
-            rows.append((f"{what}, tracing on vs off", f">= {GOAL}x", f"{ratio:.2f}x{spread}", ratio >= GOAL))
+            ratios = r[key]["cpu_ratios_on"]
+            rows.append(
+                (
+                    f"{what}: throughput per CPU, tracing on vs off",
+                    f">= {GOAL}x",
+                    _median_spread(ratios),
+                    statistics.median(ratios) >= GOAL,
+                )
+            )
     return rows
 
 
@@ -160,20 +214,28 @@ def report_section(r: dict[str, Any]) -> list[str]:
     lines = [
         "## S6 tracing",
         "",
-        "OpenTelemetry off, on (every instrumentation), and on without SQL spans; batch span processor, OTLP/HTTP to a collector that discards; order rotating by round; medians:",
+        "OpenTelemetry off; on (every instrumentation, every trace); on without SQL spans; on with one request in ten sampled. Batch span processor, OTLP/HTTP to a collector that discards; the order rotating by round. Medians of the rounds; ratios are traced vs off, per round (throughput per CPU = off's CPU per unit / the state's).",
         "",
-        "| measure | off | on | on/off | on, no SQL spans | no-SQL/off |",
+        "| measure | state | throughput | CPU per unit | throughput ratio | throughput per CPU ratio |",
         "|---|---|---|---|---|---|",
     ]
     for key, what, unit in (
         ("s6_create", "order create (wrk, 16 connections)", "req/s"),
         ("s6_email", "email task (2 children)", "emails/s"),
     ):
-        if key in r:
-            s = r[key]
-            on, no_sql = (statistics.median(s[f"ratios_{state}"]) for state in ("on", "on-no-sql"))
+        if key not in r:
+            continue
+        s = r[key]
+        for state in STATES:
+            ratios = (
+                ("", "")
+                if state == "off"
+                else (
+                    _median_spread(s[f"rate_ratios_{state}"]),
+                    _median_spread(s[f"cpu_ratios_{state}"]),
+                )
+            )
             lines.append(
-                f"| {what} | {s['off']:.0f} {unit} | {s['on']:.0f} {unit} | {on:.2f}x "
-                f"| {s['on-no-sql']:.0f} {unit} | {no_sql:.2f}x |"
+                f"| {what} | {state} | {s[state]['rate']:.0f} {unit} | {s[state]['cpu_ms']:.2f} ms | {ratios[0]} | {ratios[1]} |"
             )
     return [*lines, ""]
