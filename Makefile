@@ -33,7 +33,13 @@ $(VENV)/.bench-installed: $(VENV)/.test-installed requirements/bench.txt
 	$(PIP) install -r requirements/bench.txt
 	@touch $@
 
-run: $(VENV)/.local-installed
+# The trace viewer (Spotlight, from npm; docs/tracing.md). Without npm, `make run` runs without it.
+SPOTLIGHT := scripts/spotlight/node_modules/.installed
+$(SPOTLIGHT): scripts/spotlight/package.json scripts/spotlight/package-lock.json
+	@if command -v npm >/dev/null; then npm ci --prefix scripts/spotlight --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: make run starts without the trace viewer (apt-get install nodejs npm)"; fi
+
+run: $(VENV)/.local-installed $(SPOTLIGHT)
 	$(PY) scripts/run.py
 
 lint: $(VENV)/.test-installed
@@ -70,4 +76,4 @@ demo: $(VENV)/.local-installed
 	$(PY) scripts/demo.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var/
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var/ scripts/spotlight/node_modules

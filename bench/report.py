@@ -11,6 +11,9 @@ import matplotlib
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
 
+from bench.scenarios.tracing import goal_rows as tracing_goal_rows
+from bench.scenarios.tracing import report_section as tracing_section
+
 NAMES = {"a": "a create only", "b": "b outbox", "c": "c .delay()", "d": "d synchronous"}
 
 
@@ -95,6 +98,7 @@ def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
                 m["growth_pct"] < 5,
             )
         )
+    rows += tracing_goal_rows(r)
     return rows
 
 
@@ -349,6 +353,7 @@ def write_report(r: dict[str, Any], out: Path) -> Path:
             ),
             "",
         ]
+    parts += tracing_section(r)
     parts += [f"![{name}]({name})" for name in images]
     path = out / f"{stem}.md"
     path.write_text("\n".join(parts) + "\n")

@@ -150,7 +150,7 @@ class Bench:
 def _get(url: str, **kwargs: Any) -> Any:
     try:
         return [requests.get(url, timeout=5, **kwargs)]
-    except requests.ConnectionError:
+    except (requests.ConnectionError, requests.Timeout):  # not up yet, or a first request still slow
         return None
 
 

@@ -10,7 +10,14 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+# Every pattern above needs one of these: most text (SQL, URLs, span names) has none, and one
+# search is cheaper than four substitutions (tracing redacts every span attribute, core/tracing.py).
+_TRIGGERS = re.compile(r"(?i)@|authorization|password|secret|api[_-]?key|token|bearer|basic")
+
+
 def redact(text: str) -> str:
+    if not _TRIGGERS.search(text):
+        return text
     for pattern, replacement in _PATTERNS:
         text = pattern.sub(replacement, text)
     return text

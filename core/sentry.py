@@ -5,6 +5,10 @@ IPs), no request bodies (KYC documents!), no local variables, task arguments rep
 sensitive headers dropped, and every remaining string passed through core.redact
 (emails, tokens, passwords). Tasks tag their events with name, id, attempt, queue
 and request id (jobs/base_task.py), never with their arguments.
+
+With tracing on (core/tracing.py), an event carries the OpenTelemetry trace it happened in,
+as its trace context (where Sentry's own integrations would put a trace of their own) and as
+a `trace_id` tag to search by, so an error leads to its trace.
 """
 
 import logging
@@ -15,6 +19,7 @@ from sentry_sdk.integrations.celery import CeleryIntegration
 from sentry_sdk.integrations.django import DjangoIntegration
 from sentry_sdk.integrations.logging import LoggingIntegration
 
+from core import tracing
 from core.redact import redact
 
 DROPPED_HEADERS = {
@@ -48,6 +53,15 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any]:
     if isinstance(job, dict):
         job.pop("args", None)
         job.pop("kwargs", None)
+    trace_id, span_id = tracing.current_ids()
+    if trace_id:
+        event.setdefault("tags", {})["trace_id"] = trace_id
+        event.setdefault("contexts", {})["trace"] = {
+            **(event["contexts"].get("trace") or {}),
+            "trace_id": trace_id,
+            "span_id": span_id,
+            "parent_span_id": None,
+        }
     user = event.get("user")
     if isinstance(user, dict):
         event["user"] = {"id": user["id"]} if "id" in user else {}

@@ -11,7 +11,7 @@ from django.db.models import Count, Max, Min, QuerySet
 from django.utils import timezone
 
 from core.redact import normalise, redact
-from jobs import outbox
+from jobs import outbox, tracing
 from jobs.errors import PoisonMessageError
 from jobs.execution import REQUEST_ID_HEADER, Fence, Superseded, TaskMeta, format_traceback, meta_from_headers
 from jobs.models import DeadLetter, Job, TaskRun
@@ -75,7 +75,8 @@ def dead_letter_record(
                 "kwargs": dict(kwargs),
                 "headers": {
                     k: v for k, v in ((REQUEST_ID_HEADER, meta.request_id), ("job_id", meta.job_id)) if v
-                },
+                }
+                | tracing.current_headers(),  # the failed attempt's span: a replay links to it
                 "exception_class": exc_class,
                 "message": message,
                 "traceback": redact(format_traceback(exc)),
@@ -134,6 +135,7 @@ def dead_letter_replay(*, dead_letter_id: int, actor: User | None, note: str = "
             return None
         headers = {k: v for k, v in dead_letter.headers.items() if k in {REQUEST_ID_HEADER, "job_id"}}
         headers["replay_of"] = dead_letter.pk
+        headers.update(tracing.replay_headers(dead_letter.headers))
         task_id = outbox.enqueue(
             dead_letter.task_name,
             args=dead_letter.args,

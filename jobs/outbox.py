@@ -30,6 +30,7 @@ from django.utils import timezone
 from django.utils.module_loading import autodiscover_modules
 
 from core import request_id
+from jobs import tracing
 from jobs.app import celery_app
 from jobs.errors import EnqueueError
 from jobs.execution import HOLD_SQL, REQUEST_ID_HEADER, Superseded, current_fence
@@ -141,6 +142,7 @@ def build_message(
     if job_id:
         merged["job_id"] = str(job_id)
     merged.update(headers or {})
+    merged.update(tracing.enqueue_headers(merged))  # the enqueuing span's context (jobs/tracing.py)
     return Message(
         task_name=task_name,
         queue=_resolve_queue(task_name, queue),
@@ -237,7 +239,7 @@ def write(messages: list[Message], *, using: str = "default") -> int:
         " SELECT (SELECT count(*) FROM owner), count(*), pg_notify(%s, '') FROM ins"
     )
     params.append(NOTIFY_CHANNEL)
-    with connection.cursor() as cursor:
+    with tracing.write_span(messages), connection.cursor() as cursor:
         cursor.execute(sql, params)
         held, inserted, _ = cursor.fetchone() or (0, 0, None)
     if not held:

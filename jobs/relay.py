@@ -39,6 +39,7 @@ from kombu.exceptions import KombuError, OperationalError
 from prometheus_client import Counter
 
 from core.redis import redis_client
+from jobs import tracing
 from jobs.app import celery_app
 from jobs.models import OutboxMessage
 from jobs.outbox import NOTIFY_CHANNEL
@@ -138,7 +139,11 @@ class Relay:
     def publish(self, rows: list[Claimed]) -> None:
         enqueued_at = time.time()
         app = celery_app()
-        with app.producer_or_acquire() as producer, producer.batch(max_size=max(len(rows), 1)):
+        with (
+            tracing.publish_span(rows) as trace_headers,  # a span of its own, linked to each row's trace
+            app.producer_or_acquire() as producer,
+            producer.batch(max_size=max(len(rows), 1)),
+        ):
             for row in rows:
                 app.send_task(
                     row.task_name,
@@ -147,7 +152,7 @@ class Relay:
                     task_id=str(row.id),
                     queue=row.queue,
                     priority=row.priority,
-                    headers={**row.headers, "enqueued_at": enqueued_at},
+                    headers={**row.headers, "enqueued_at": enqueued_at, **trace_headers},
                     producer=producer,
                     retry=False,  # the relay owns retrying: rows stay in the table
                     # The outbox admits only small JSON scalars: plain repr() is safe, and

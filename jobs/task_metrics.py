@@ -22,6 +22,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from jobs import tracing
 from jobs.broker import is_amqp, queue_depths
 from jobs.models import DeadLetter
 from jobs.outbox import backlog
@@ -46,6 +47,7 @@ _started: dict[str, float] = {}
 
 def task_event(task: str, outcome: str) -> None:
     TASK_EVENTS.labels(task=task, outcome=outcome).inc()
+    tracing.set_outcome(outcome)
 
 
 @signals.task_prerun.connect

@@ -22,6 +22,7 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.units import mm
 from reportlab.pdfgen import canvas
 
+from core import tracing
 from fx.selectors import latest_rate
 from jobs.execution import Superseded, hold_current
 from orders.currencies import format_amount, quantum
@@ -92,7 +93,8 @@ def invoice_render(*, order_id: int) -> Invoice:
     """Render and store the order's invoice; a no-op when nothing about it changed."""
     order = Order.objects.select_related("owner", "invoice").prefetch_related("lines").get(pk=order_id)
     conversion = conversion_for(order)
-    content = render_pdf(order, conversion)
+    with tracing.span("invoice render pdf", {"taskyard.order_id": order.pk}):
+        content = render_pdf(order, conversion)
     digest = hashlib.sha256(content).hexdigest()
     invoice = order.invoice
     if invoice.content_hash == digest and invoice.file and default_storage.exists(invoice.file):

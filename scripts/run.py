@@ -5,6 +5,9 @@ missing) when PostgreSQL answers on 127.0.0.1:5432; else say how to get PostgreS
 stop (docs/adr/0004-postgresql-only.md: no SQLite fallback).
 Redis: REDIS_URL (default redis://127.0.0.1:6379/0); if it doesn't answer, say how to
 start it and stop.
+Traces: every process exports over OTLP to the local collector (fakes/otlp_collector.py),
+which hands them to Spotlight (scripts/spotlight, installed by `make run` with npm); the
+Sentry events go to Spotlight too. Without Node.js the stack runs without the viewer.
 """
 
 import json
@@ -28,7 +31,10 @@ PORTS = {
     "SMTP_SINK_HTTP_PORT": 1080,
     "KYC_VENDOR_PORT": 8025,
     "FX_PROVIDER_PORT": 8026,
+    "OTLP_COLLECTOR_PORT": 4318,
+    "SPOTLIGHT_PORT": 8969,
 }
+SPOTLIGHT = ROOT / "scripts" / "spotlight" / "node_modules" / "@spotlightjs" / "spotlight"
 
 
 def say(message: str) -> None:
@@ -87,6 +93,11 @@ def flower_auth() -> str:
     return path.read_text().strip()
 
 
+def procfile_processes() -> list[str]:
+    lines = (ROOT / "Procfile.dev").read_text().splitlines()
+    return [line.split(":", 1)[0] for line in lines if line.strip() and not line.startswith("#")]
+
+
 def manage(env: dict[str, str], *args: str) -> str:
     result = subprocess.run(
         [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True
@@ -109,6 +120,17 @@ def main() -> None:
     env.setdefault("KYC_VENDOR_URL", f"http://127.0.0.1:{env['KYC_VENDOR_PORT']}")
     env.setdefault("FX_PROVIDER_URL", f"http://127.0.0.1:{env['FX_PROVIDER_PORT']}")
     env.setdefault("FLOWER_BASIC_AUTH", flower_auth())
+    processes = procfile_processes()
+    if SPOTLIGHT.exists() and shutil.which("node"):
+        env.setdefault("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{env['OTLP_COLLECTOR_PORT']}")
+        # Errors into the same viewer as the traces (Spotlight takes Sentry envelopes at /api/<id>/envelope/).
+        env.setdefault("SENTRY_DSN", f"http://spotlight@127.0.0.1:{env['SPOTLIGHT_PORT']}/0")
+        env.setdefault("SENTRY_ENVIRONMENT", "local")
+    else:
+        processes = [name for name in processes if name not in ("otel_collector", "spotlight")]
+        say(
+            "traces: no trace viewer (needs Node.js and `npm ci --prefix scripts/spotlight`); tracing stays off"
+        )
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
 
@@ -131,9 +153,14 @@ def main() -> None:
     say(f"readiness     {web}/readyz")
     say(f"Flower        http://127.0.0.1:{env['FLOWER_PORT']}/   {flower_user} / {flower_password}")
     say(f"SMTP sink     http://127.0.0.1:{env['SMTP_SINK_HTTP_PORT']}/   (smtp on :{env['SMTP_SINK_PORT']})")
+    if "spotlight" in processes:
+        say(
+            f"traces        http://127.0.0.1:{env['SPOTLIGHT_PORT']}/   (Spotlight: traces and errors; docs/tracing.md)"
+        )
     say("-" * 72)
     honcho = str(Path(sys.executable).parent / "honcho")
-    os.execve(honcho, [honcho, "-f", str(ROOT / "Procfile.dev"), "start"], env)  # noqa: S606 - fixed argv
+    argv = [honcho, "-f", str(ROOT / "Procfile.dev"), "start", *processes]
+    os.execve(honcho, argv, env)  # noqa: S606 - fixed argv
 
 
 if __name__ == "__main__":

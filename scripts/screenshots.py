@@ -1,7 +1,12 @@
 """Screenshots for the README from the running stack (`make run`, after `make demo`).
 
 Headless Chromium (the OS package) driven by Playwright: the admin's dead letters grouped
-by fingerprint, Flower's worker dashboard, and the SMTP sink's page. Writes docs/images/.
+by fingerprint, Flower's worker dashboard, the SMTP sink's page, and one order's trace in
+Spotlight (docs/tracing.md). Writes docs/images/.
+
+    python scripts/screenshots.py           # all of them
+    python scripts/screenshots.py traces    # only the traces: after creating an order, and
+                                            # another with the SMTP sink set to fail-5xx
 """
 
 import json
@@ -9,6 +14,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from playwright.sync_api import sync_playwright
 
@@ -17,10 +23,48 @@ OUT = ROOT / "docs" / "images"
 WEB = os.environ.get("WEB_URL", "http://127.0.0.1:8000")
 FLOWER = os.environ.get("FLOWER_URL", "http://127.0.0.1:5555")
 SINK = os.environ.get("SMTP_SINK_URL", "http://127.0.0.1:1080")
+SPOTLIGHT = os.environ.get("SPOTLIGHT_URL", "http://127.0.0.1:8969")
+
+
+def trace_screenshot(browser: Any) -> None:
+    """The newest order's trace in Spotlight, its task runs unfolded."""
+    page = browser.new_page(viewport={"width": 1800, "height": 1350})
+    page.goto(f"{SPOTLIGHT}/telemetry/traces")
+    page.get_by_text("POST api/orders").first.click()
+    page.get_by_text("queue.process").first.wait_for()
+    folded = page.locator("li:has-text('queue.process') > a div.bg-primary-600 svg.rotate-0")
+    for _ in range(folded.count()):  # unfold each task run to show its SQL, SMTP and PDF spans
+        folded.first.click()
+        page.wait_for_timeout(300)  # the tree re-renders before the next toggle is found
+    page.screenshot(path=str(OUT / "trace-one-order.png"))
+    error_trace_screenshot(browser)
+
+
+def error_trace_screenshot(browser: Any) -> None:
+    """A dead-lettered confirmation email: from its Sentry event to its trace (T: link)."""
+    page = browser.new_page(viewport={"width": 1800, "height": 1300})
+    page.goto(f"{SPOTLIGHT}/telemetry/errors")
+    page.wait_for_load_state("networkidle")
+    for href in [a.get_attribute("href") for a in page.locator("a[href*='/telemetry/errors/']").all()]:
+        page.goto(f"{SPOTLIGHT}{href}")
+        page.wait_for_load_state("networkidle")
+        if "send_confirmation_email" in page.inner_text("body"):
+            page.locator("a[href*='/spans/']").first.click()  # the event's trace and span ids
+            page.get_by_text("taskyard.task.outcome").first.wait_for()
+            page.screenshot(path=str(OUT / "trace-error.png"))
+            return
 
 
 def main() -> None:
     chromium = shutil.which("chromium") or sys.exit("install Chromium first (make os-tools)")
+    if sys.argv[1:] == ["traces"]:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=chromium, args=["--no-sandbox", "--disable-gpu"]
+            )
+            trace_screenshot(browser)
+            browser.close()
+        return
     creds = json.loads((ROOT / "var" / "demo-credentials.json").read_text())
     flower_user, flower_password = (ROOT / "var" / "flower-credentials").read_text().strip().split(":", 1)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -48,6 +92,7 @@ def main() -> None:
         sink = browser.new_page(viewport={"width": 1000, "height": 520})
         sink.goto(f"{SINK}/")
         sink.screenshot(path=str(OUT / "smtp-sink.png"))
+        trace_screenshot(browser)
         browser.close()
     print(f"screenshots in {OUT}")
 

@@ -74,7 +74,8 @@ def rss_bytes(pid: int) -> int:
 
 
 def child_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
+    # Tracing stays off in test processes unless a test turns it on (tests/tracing).
+    env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     env.update(
         DJANGO_SETTINGS_MODULE="config.settings.test",
         DATABASE_URL=database_url(),

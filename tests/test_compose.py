@@ -70,3 +70,22 @@ def test_no_secret_defaults_but_the_local_placeholders():
     text = (ROOT / "docker-compose.yml").read_text()
     assert "SENTRY_DSN: ${SENTRY_DSN:-}" in text
     assert "FLOWER_BASIC_AUTH: ${FLOWER_BASIC_AUTH:-admin:change-me}" in text
+
+
+def test_every_app_process_exports_traces_to_the_local_viewer():
+    services = compose()["services"]
+    endpoint = services["web"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    assert endpoint.endswith("http://otel_collector:4318}")  # overridable, defaults to the collector
+    collector = services["otel_collector"]["command"]
+    assert collector[collector.index("--port") + 1] == "4318"
+    assert collector[collector.index("--spotlight") + 1] == "http://spotlight:8969/stream"
+    assert services["spotlight"]["ports"] == ["127.0.0.1:8969:8969"]
+    for name in ("worker_emails", "relay", "beat"):  # merged from the shared app environment
+        assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint
+
+
+def test_make_run_starts_the_collector_and_viewer_with_the_stack():
+    lines = (ROOT / "Procfile.dev").read_text().splitlines()
+    processes = dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))
+    assert "--spotlight http://127.0.0.1:${SPOTLIGHT_PORT:-8969}/stream" in processes["otel_collector"]
+    assert processes["spotlight"] == "node scripts/spotlight/serve.mjs"

@@ -61,7 +61,11 @@ def local_links(page: Path) -> list[str]:
 def product_files() -> list[Path]:
     files = [README]
     for top in PRODUCT:
-        files += [p for p in (ROOT / top).rglob("*") if p.suffix in {".md", ".py"} and p.is_file()]
+        files += [
+            p
+            for p in (ROOT / top).rglob("*")
+            if p.suffix in {".md", ".py"} and p.is_file() and "node_modules" not in p.parts  # npm installs
+        ]
     return files
 
 
