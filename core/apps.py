@@ -5,3 +5,6 @@ class CoreConfig(AppConfig):
     name = "core"
     verbose_name = "Core: problems, auth, idempotency, health and metrics"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from core import auth  # noqa: F401 - forgets cached tokens when one is deleted or its user changes
