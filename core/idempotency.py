@@ -20,14 +20,12 @@ The header is optional; without it a POST is not deduplicated.
 import hashlib
 import json
 from collections.abc import Callable
-from datetime import timedelta
 from functools import wraps
 from typing import Any
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
-from django.utils import timezone
+from django.db import connection, transaction
 from rest_framework.request import Request
 from rest_framework.response import Response
 
@@ -76,6 +74,43 @@ def request_fingerprint(request: Request) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# One statement: a new key's row (status 0: being answered), or an expired one's taken over.
+# A key a concurrent request is answering makes this INSERT wait on the unique index until that
+# request commits (then it conflicts: replay) or rolls back (then it inserts: our turn). A key
+# with a committed, unexpired answer conflicts and returns nothing.
+_CLAIM_SQL = """
+INSERT INTO core_idempotencykey AS k
+    (user_id, key, request_hash, method, path, status_code, response_body, response_headers,
+     created_at, expires_at)
+VALUES (%(user)s, %(key)s, %(hash)s, %(method)s, %(path)s, 0, '{}', '{}', now(),
+        now() + make_interval(hours => %(ttl)s))
+ON CONFLICT (user_id, key) DO UPDATE SET
+    request_hash = EXCLUDED.request_hash, method = EXCLUDED.method, path = EXCLUDED.path,
+    status_code = 0, response_body = '{}', response_headers = '{}', created_at = now(),
+    expires_at = EXCLUDED.expires_at
+WHERE k.expires_at <= now()
+RETURNING id
+"""
+
+
+def _claim(user_id: int, key: str, fingerprint: str, request: Request) -> int | None:
+    """The id of the key's row, ours to answer; None when the key holds an answer already."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CLAIM_SQL,
+            {
+                "user": user_id,
+                "key": key,
+                "hash": fingerprint,
+                "method": request.method or "",
+                "path": request.path[:300],
+                "ttl": settings.IDEMPOTENCY_KEY_TTL_HOURS,
+            },
+        )
+        row = cursor.fetchone()
+    return int(row[0]) if row else None
+
+
 def _replay(stored: IdempotencyKey) -> Response:
     headers = {**stored.response_headers, REPLAYED_HEADER: "true"}
     return Response(stored.response_body, status=stored.status_code, headers=headers)
@@ -91,29 +126,10 @@ def idempotent(view: View) -> View:
             raise IdempotencyKeyInvalid(f"{HEADER} must be 1-{MAX_KEY_LENGTH} printable ASCII characters.")
         user = request_user(request)
         fingerprint = request_fingerprint(request)
-        now = timezone.now()
         with transaction.atomic():
-            IdempotencyKey.objects.filter(user=user, key=key, expires_at__lte=now).delete()
-            # INSERT ... ON CONFLICT DO NOTHING: blocks while a concurrent request holds the key.
-            IdempotencyKey.objects.bulk_create(
-                [
-                    IdempotencyKey(
-                        user=user,
-                        key=key,
-                        request_hash=fingerprint,
-                        method=request.method or "",
-                        path=request.path[:300],
-                        status_code=0,
-                        response_body={},
-                        expires_at=now + timedelta(hours=settings.IDEMPOTENCY_KEY_TTL_HOURS),
-                    )
-                ],
-                ignore_conflicts=True,
-            )
-            stored = IdempotencyKey.objects.select_for_update().get(user=user, key=key)
-            # status_code 0 = the row we just inserted: a committed row always holds a response,
-            # because a failed request's row rolls back with it.
-            if stored.status_code:
+            claimed = _claim(user.pk, key, fingerprint, request)
+            if claimed is None:  # the key holds a committed response: replay it (or refuse)
+                stored = IdempotencyKey.objects.get(user=user, key=key)
                 if stored.request_hash != fingerprint:
                     raise IdempotencyKeyReused(
                         f"This {HEADER} was used for a different request; use a new key for a new request."
@@ -121,12 +137,13 @@ def idempotent(view: View) -> View:
                 return _replay(stored)
             response = view(self, request, *args, **kwargs)
             if 200 <= response.status_code < 300:
-                stored.status_code = response.status_code
-                stored.response_body = response.data
-                stored.response_headers = {
-                    h: response[h] for h in REPLAYED_RESPONSE_HEADERS if response.has_header(h)
-                }
-                stored.save(update_fields=["status_code", "response_body", "response_headers"])
+                IdempotencyKey.objects.filter(pk=claimed).update(
+                    status_code=response.status_code,
+                    response_body=response.data,
+                    response_headers={
+                        h: response[h] for h in REPLAYED_RESPONSE_HEADERS if response.has_header(h)
+                    },
+                )
             else:
                 transaction.set_rollback(True)  # no key stored for a failed request
             return response

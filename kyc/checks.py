@@ -36,11 +36,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.errors import PermanentError, RetryableError
+from core.ratelimit import TokenBucket
 from core.redact import redact
 from jobs import outbox
 from jobs.errors import Reschedule
 from jobs.execution import hold_current
-from jobs.ratelimit import TokenBucket, take_or_reschedule
+from jobs.ratelimit import take_or_reschedule
 from kyc import vendor
 from kyc.documents import CONTENT_TYPE
 from kyc.models import Submission, SubmissionEvent, VendorAttempt, VendorCheck
@@ -64,7 +65,7 @@ DECISIONS = {
 
 
 def vendor_bucket() -> TokenBucket:
-    """The vendor's budget, shared by every worker: N calls in any window (jobs/ratelimit.py)."""
+    """The vendor's budget, shared by every worker: N calls in any window (core/ratelimit.py)."""
     return TokenBucket.for_window(
         VENDOR_BUCKET_KEY,
         calls=settings.KYC_VENDOR_RATE_PER_MINUTE,

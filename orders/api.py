@@ -69,7 +69,8 @@ class LineOutputSerializer(serializers.ModelSerializer[OrderLine]):
 class OrderOutputSerializer(serializers.ModelSerializer[Order]):
     number = serializers.CharField(read_only=True)
     total = MoneyField()
-    lines = LineOutputSerializer(many=True, read_only=True)
+    # `line_list`: the lines the create just wrote, or the selectors' prefetch; never a query.
+    lines = LineOutputSerializer(source="line_list", many=True, read_only=True)
     invoice = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
 
@@ -166,7 +167,6 @@ class OrderCollectionApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         order = services.order_create(user=request_user(request), lines=data.validated_data["lines"])
-        order = selectors.order_get(user=request_user(request), order_id=order.pk)
         body = OrderOutputSerializer(order).data
         return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
 

@@ -91,12 +91,14 @@ def render_pdf(order: Order, conversion: Conversion) -> bytes:
 
 def invoice_render(*, order_id: int) -> Invoice:
     """Render and store the order's invoice; a no-op when nothing about it changed."""
-    order = Order.objects.select_related("owner", "invoice").prefetch_related("lines").get(pk=order_id)
+    order = Order.objects.select_related("owner").prefetch_related("lines").get(pk=order_id)
     conversion = conversion_for(order)
     with tracing.span("invoice render pdf", {"taskyard.order_id": order.pk}):
         content = render_pdf(order, conversion)
     digest = hashlib.sha256(content).hexdigest()
-    invoice = order.invoice
+    # The invoice row is this task's ledger: absent until the first render (an order's invoice is
+    # pending until then), one per order (unique), the content hash says what it holds.
+    invoice = Invoice.objects.filter(order=order).first() or Invoice(order=order)
     if invoice.content_hash == digest and invoice.file and default_storage.exists(invoice.file):
         return invoice  # same order data, same rate: same bytes, already stored
     name = default_storage.save(f"invoices/order-{order.pk}-{digest[:16]}.pdf", ContentFile(content))
@@ -104,26 +106,31 @@ def invoice_render(*, order_id: int) -> Invoice:
     try:
         with transaction.atomic():
             hold_current()  # a run that was taken over (it stalled) records nothing
-            Invoice.objects.filter(pk=invoice.pk).update(
-                status=Invoice.Status.READY,
-                file=name,
-                content_hash=digest,
-                display_currency=conversion.currency,
-                converted_total=conversion.total,
-                fx_rate=conversion.rate,
-                fx_as_of=conversion.as_of,
-                generated_at=timezone.now(),
+            invoice, _ = Invoice.objects.update_or_create(
+                order=order,
+                defaults={
+                    "status": Invoice.Status.READY,
+                    "file": name,
+                    "content_hash": digest,
+                    "display_currency": conversion.currency,
+                    "converted_total": conversion.total,
+                    "fx_rate": conversion.rate,
+                    "fx_as_of": conversion.as_of,
+                    "generated_at": timezone.now(),
+                },
             )
     except Superseded:
         default_storage.delete(name)  # this run's file: nothing refers to it
         raise
     if previous and previous != name:
         default_storage.delete(previous)
-    invoice.refresh_from_db()
     return invoice
 
 
 def invoice_mark_failed(*, order_id: int) -> None:
-    Invoice.objects.filter(order_id=order_id).exclude(status=Invoice.Status.READY).update(
-        status=Invoice.Status.FAILED
+    """The invoice task was dead-lettered: failed, unless an earlier render is READY."""
+    invoice, created = Invoice.objects.get_or_create(
+        order_id=order_id, defaults={"status": Invoice.Status.FAILED}
     )
+    if not created and invoice.status != Invoice.Status.READY:
+        Invoice.objects.filter(pk=invoice.pk).update(status=Invoice.Status.FAILED)

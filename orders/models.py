@@ -12,6 +12,10 @@ CONVERTED_DIGITS = AMOUNT_DIGITS + RATE_DIGITS - RATE_PLACES
 
 
 class Order(models.Model):
+    # The order's lines as a list, when a selector prefetched them or the create just wrote them
+    # (orders/selectors.py, orders/services.py): what the API serializes, without another query.
+    line_list: list["OrderLine"]
+
     class Status(models.TextChoices):
         PENDING_PAYMENT = "pending_payment"
         PAID = "paid"

@@ -1,14 +1,17 @@
 """Order reads, always scoped to their owner."""
 
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
 from orders.models import Order
 
 
 def order_list(*, user: User) -> QuerySet[Order]:
     return (
-        Order.objects.filter(owner=user).select_related("invoice").prefetch_related("lines").order_by("-id")
+        Order.objects.filter(owner=user)
+        .select_related("invoice")
+        .prefetch_related(Prefetch("lines", to_attr="line_list"))  # type: ignore[no-redef] # declared on Order
+        .order_by("-id")
     )
 
 

@@ -1,8 +1,10 @@
 """Order writes. Each service owns its transaction; side effects leave through the outbox.
 
-order_create -> Order + lines + pending Invoice, and in the same transaction (one
-                statement): the confirmation email, the invoice PDF, and the
-                auto-cancel of an unpaid order N minutes later (outbox not_before).
+order_create -> Order + lines, and in the same transaction (one statement): the confirmation
+                email, the invoice PDF, and the auto-cancel of an unpaid order N minutes later
+                (outbox not_before). Four statements in all; the invoice row is the invoice
+                task's ledger, written when the PDF is (orders/invoices.py), and until then the
+                order's invoice is pending.
 """
 
 from collections.abc import Callable, Sequence
@@ -21,7 +23,7 @@ from jobs import outbox
 from notifications.services import SendResult, email_send
 from orders.currencies import format_amount, max_amount, quantum
 from orders.errors import AmountOutOfRange, OrderStateConflict
-from orders.models import CustomerProfile, Invoice, Order, OrderLine
+from orders.models import CustomerProfile, Order, OrderLine
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,13 @@ def order_amounts(lines: Sequence[LineInput]) -> tuple[list[Decimal], Decimal]:
 
 
 def order_create(*, user: User, lines: Sequence[LineInput]) -> Order:
+    """The order with what its response needs attached (`line_list`, no invoice yet): the view
+    answers from it without reading the order back. Inside a caller's transaction (the
+    Idempotency-Key's) it joins that one: no savepoint, a failure rolls back both."""
     totals, total = order_amounts(lines)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         order = Order.objects.create(owner=user, currency=lines[0].currency, total=total)
-        OrderLine.objects.bulk_create(
+        order.line_list = OrderLine.objects.bulk_create(
             OrderLine(
                 order=order,
                 position=position,
@@ -85,7 +90,9 @@ def order_create(*, user: User, lines: Sequence[LineInput]) -> Order:
             )
             for position, (line, amount) in enumerate(zip(lines, totals, strict=True), start=1)
         )
-        Invoice.objects.create(order=order)
+        # Known: no invoice yet. Cached as select_related would cache a missing row, so the
+        # response reads it without a query.
+        Order.invoice.related.set_cached_value(order, None)
         _order_work()(order)
     return order
 

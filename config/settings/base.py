@@ -129,6 +129,9 @@ ADMIN_URL = env("ADMIN_URL", default="admin/")  # move it off the default path i
 # this many from one client address within the lockout, that address is refused (429); after
 # this many for one username from anywhere, that username is (slows guessing one account from
 # many addresses, without letting one address lock staff out).
+# Seconds a web process keeps a token's user instead of reading it per request (core/auth.py):
+# a revoked token or deactivated user still works this long on other processes.
+AUTH_TOKEN_CACHE_SECONDS = env.int("AUTH_TOKEN_CACHE_SECONDS", default=30)
 LOGIN_MAX_FAILURES_PER_ADDRESS = env.int("LOGIN_MAX_FAILURES_PER_ADDRESS", default=5)
 LOGIN_MAX_FAILURES_PER_USERNAME = env.int("LOGIN_MAX_FAILURES_PER_USERNAME", default=20)
 LOGIN_LOCKOUT_SECONDS = env.int("LOGIN_LOCKOUT_SECONDS", default=15 * 60)
@@ -163,7 +166,7 @@ STORAGES = {
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "core.auth.CachedTokenAuthentication",  # DRF's, its user kept AUTH_TOKEN_CACHE_SECONDS
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -372,7 +375,7 @@ KYC_VENDOR_URL = env("KYC_VENDOR_URL", default="http://127.0.0.1:8025")
 KYC_VENDOR_API_KEY = env("KYC_VENDOR_API_KEY", default="")  # sent as "Authorization: Token <key>" if set
 KYC_VENDOR_CONNECT_TIMEOUT = env.float("KYC_VENDOR_CONNECT_TIMEOUT", default=3.05)  # seconds
 KYC_VENDOR_READ_TIMEOUT = env.float("KYC_VENDOR_READ_TIMEOUT", default=20.0)  # seconds
-# The vendor's limit, for all workers together (a Redis token bucket, jobs/ratelimit.py):
+# The vendor's limit, for all workers together (a Redis token bucket, core/ratelimit.py):
 # at most N calls in any window of W seconds; up to BURST of them at once, the rest evenly.
 KYC_VENDOR_RATE_PER_MINUTE = env.int("KYC_VENDOR_RATE_PER_MINUTE", default=100)  # N
 KYC_VENDOR_RATE_WINDOW_SECONDS = env.float("KYC_VENDOR_RATE_WINDOW_SECONDS", default=60.0)  # W

@@ -1,4 +1,4 @@
-"""The Redis token bucket (jobs/ratelimit.py) against this run's real Redis."""
+"""The Redis token bucket (core/ratelimit.py) against this run's real Redis."""
 
 import threading
 import time
@@ -6,8 +6,9 @@ import uuid
 
 import pytest
 
+from core.ratelimit import TokenBucket
 from jobs.errors import Reschedule
-from jobs.ratelimit import TokenBucket, take_or_reschedule
+from jobs.ratelimit import take_or_reschedule
 from tests.harness import redis_client, wait_until
 
 
