@@ -14,6 +14,7 @@ api: list[URLPattern | URLResolver] = [
     path("me", MeApi.as_view(), name="me"),
     path("auth/token", TokenObtainApi.as_view(), name="auth-token"),
     path("jobs/", include("jobs.urls")),
+    path("flows/", include("jobs.flows.urls")),
     path("fx/", include("fx.urls")),
     path("kyc/", include("kyc.urls")),
     path("orders", OrderCollectionApi.as_view()),  # POST /api/orders, no redirect for the slash

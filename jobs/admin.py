@@ -22,6 +22,7 @@ from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdmin
 from jobs import dead_letters
+from jobs.flows.admin import ActAdmin, cancel_jobs  # also registers the flow admins
 from jobs.models import DeadLetter, Job, OutboxMessage, ScheduleSlot, TaskRun
 
 ACT_PERMISSION = "jobs.act_on_deadletter"
@@ -276,10 +277,20 @@ class TaskRunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Job)
-class JobAdmin(ReadOnlyAdmin):
-    list_display = ["id", "owner", "kind", "state", "progress", "created_at", "finished_at"]
+class JobAdmin(ActAdmin):
+    list_display = [
+        "id",
+        "owner",
+        "kind",
+        "state",
+        "progress",
+        "created_at",
+        "finished_at",
+        "cancel_requested_at",
+    ]
     list_filter = ["state", "kind"]
     search_fields = ["=id", "=task_id"]
+    actions = [cancel_jobs]
 
 
 class DuplicatesFilter(admin.SimpleListFilter):

@@ -10,7 +10,11 @@ Around the task's own code (`run`) it:
   * on a permanent error or when attempts run out, writes a DeadLetter row, then the
     message is acked;
   * when the database itself is unreachable (nothing can be recorded), rejects the
-    message back to the queue instead of acking it.
+    message back to the queue instead of acking it;
+  * for a step of a flow (a `flow_step` header, jobs/flows/), records the step's final
+    outcome in the transaction of its success or dead letter, which moves the flow on;
+  * does not run a task whose job or flow was cancelled, and records a TaskCancelled
+    raised while it runs as cancelled (jobs/cancellation.py).
 
     @shared_task(base=BaseTask, name="orders.auto_cancel_unpaid", queue=Queue.DEFAULT,
                  policy=RetryPolicy(max_attempts=5, backoff_base=1.0, backoff_cap=60.0))
@@ -35,11 +39,14 @@ from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
 from core.errors import RetryableError
-from jobs import execution, outbox
+from core.redact import redact
+from jobs import cancellation, execution, outbox
 from jobs.dead_letters import dead_letter_record
-from jobs.errors import PoisonMessageError, Reschedule
-from jobs.execution import REQUEST_ID_HEADER, Claim, TaskMeta, meta_from_headers
-from jobs.models import Job, OutboxMessage, TaskRun
+from jobs.errors import PoisonMessageError, Reschedule, TaskCancelled
+from jobs.execution import FLOW_STEP_HEADER, REQUEST_ID_HEADER, Claim, TaskMeta, meta_from_headers
+from jobs.flows import engine as flow_engine
+from jobs.flows.errors import error_code
+from jobs.models import FlowStep, Job, OutboxMessage, TaskRun
 from jobs.policy import Outcome, RetryPolicy
 from jobs.queues import Queue
 from jobs.task_metrics import task_event
@@ -47,7 +54,7 @@ from jobs.task_metrics import task_event
 logger = logging.getLogger(__name__)
 
 REQUEUE_PAUSE_SECONDS = 2.0  # when the database is down: don't spin through the queue
-HEADER_NAMES = ("attempt", "root_id", REQUEST_ID_HEADER, "job_id", "first_failed_at")
+HEADER_NAMES = ("attempt", "root_id", REQUEST_ID_HEADER, "job_id", "first_failed_at", FLOW_STEP_HEADER)
 
 
 class BaseTask(Task):
@@ -80,15 +87,24 @@ class BaseTask(Task):
         if claim is Claim.POISON:
             poison = PoisonMessageError(f"delivered {deliveries} times without finishing")
             self._record_failure(meta, poison, list(args), kwargs)
+        if self._refused(meta):
+            return None
         self._job_update(meta, Job.State.RUNNING)
         try:
-            result = self.run(*args, **kwargs)
+            with cancellation.cancellable():
+                result = self.run(*args, **kwargs)
+        except TaskCancelled:
+            self._cancelled(meta, list(args), kwargs)
+            return None
         except Reschedule as reschedule:
             self._reschedule(meta, reschedule, list(args), kwargs)
             return None
         except Exception as exc:  # noqa: BLE001 - classified by the policy, never swallowed
             self._record_failure(meta, exc, list(args), kwargs)
         try:
+            if meta.flow_step:  # the outcome, the fan-in and the next steps' rows: one transaction
+                with transaction.atomic():
+                    flow_engine.settle(step_id=meta.flow_step, state=FlowStep.State.SUCCEEDED)
             execution.finish(meta.task_id, TaskRun.State.SUCCEEDED)
             self._job_update(meta, Job.State.SUCCEEDED)
         except DatabaseError as exc:
@@ -129,6 +145,10 @@ class BaseTask(Task):
                         ),
                     )
                     execution.finish(meta.task_id, TaskRun.State.RETRIED, execution.format_error(exc))
+                    if meta.flow_step:
+                        flow_engine.step_retrying(
+                            step_id=meta.flow_step, error_code=error_code(exc), error=redact(str(exc))
+                        )
                     if meta.job_id:
                         Job.objects.filter(pk=meta.job_id).update(
                             progress_message=f"attempt {meta.attempt} failed; retrying in {delay:.0f}s"
@@ -151,9 +171,17 @@ class BaseTask(Task):
                 reason = "timeout"
             else:
                 reason = "exhausted" if outcome is Outcome.RETRY else "permanent"
-            dead_letter_record(
-                meta=meta, exc=exc, reason=reason, args=args, kwargs=kwargs, alert=self.policy.alert
-            )
+            with transaction.atomic():  # a flow step's outcome commits with its dead letter
+                dead_letter_record(
+                    meta=meta, exc=exc, reason=reason, args=args, kwargs=kwargs, alert=self.policy.alert
+                )
+                if meta.flow_step:
+                    flow_engine.settle(
+                        step_id=meta.flow_step,
+                        state=FlowStep.State.FAILED,
+                        error_code=error_code(exc),
+                        error=redact(str(exc)),
+                    )
             self.on_dead_letter(args, kwargs, exc)
         except DatabaseError as db_exc:
             self._requeue(db_exc)
@@ -161,6 +189,34 @@ class BaseTask(Task):
 
     def on_dead_letter(self, args: list[Any], kwargs: dict[str, Any], exc: BaseException) -> None:
         """Hook: the task failed for good (its DeadLetter is written). Mark domain records failed."""
+
+    # --- cancellation (jobs/cancellation.py) ------------------------------------------
+    def _refused(self, meta: TaskMeta) -> bool:
+        """A step of a cancelled flow or the task of a cancelled job: recorded, acked, not run."""
+        try:
+            state = cancellation.may_start(meta)
+            if state is not None:
+                execution.finish(meta.task_id, state)
+        except DatabaseError as exc:
+            self._requeue(exc)
+        if state is None:
+            return False
+        task_event(self.name, "cancelled" if state == TaskRun.State.CANCELLED else "duplicate")
+        logger.info("%s[%s]: not run (its job or flow step is %s)", self.name, meta.task_id, state)
+        return True
+
+    def _cancelled(self, meta: TaskMeta, args: list[Any], kwargs: dict[str, Any]) -> None:
+        try:
+            close_old_connections()  # the signal may have interrupted a query
+            if not cancellation.record_cancelled(meta):
+                # No stored cancel explains it: a signal meant for the task this child ran before.
+                self._reschedule(meta, Reschedule(0.0, "interrupted by a stray cancel signal"), args, kwargs)
+                return
+            execution.finish(meta.task_id, TaskRun.State.CANCELLED)
+        except DatabaseError as exc:
+            self._requeue(exc)
+        task_event(self.name, "cancelled")
+        logger.info("%s[%s]: cancelled while running", self.name, meta.task_id)
 
     def _retry_delay(self, exc: BaseException, attempt: int) -> float:
         if isinstance(exc, RetryableError) and exc.retry_after is not None:

@@ -13,7 +13,8 @@ from django.utils import timezone
 from core.redact import normalise, redact
 from jobs import outbox
 from jobs.errors import PoisonMessageError
-from jobs.execution import REQUEST_ID_HEADER, TaskMeta, format_traceback, meta_from_headers
+from jobs.execution import FLOW_STEP_HEADER, REQUEST_ID_HEADER, TaskMeta, format_traceback, meta_from_headers
+from jobs.flows.revive import step_reopen
 from jobs.models import DeadLetter, Job, TaskRun
 from jobs.task_metrics import task_event
 
@@ -60,7 +61,13 @@ def dead_letter_record(
                 "args": list(args),
                 "kwargs": dict(kwargs),
                 "headers": {
-                    k: v for k, v in ((REQUEST_ID_HEADER, meta.request_id), ("job_id", meta.job_id)) if v
+                    k: v
+                    for k, v in (
+                        (REQUEST_ID_HEADER, meta.request_id),
+                        ("job_id", meta.job_id),
+                        (FLOW_STEP_HEADER, meta.flow_step),
+                    )
+                    if v
                 },
                 "exception_class": exc_class,
                 "message": message,
@@ -114,8 +121,15 @@ def dead_letter_replay(*, dead_letter_id: int, actor: User | None, note: str = "
         dead_letter = DeadLetter.objects.select_for_update().get(pk=dead_letter_id)
         if dead_letter.status != DeadLetter.Status.OPEN:
             return None
-        headers = {k: v for k, v in dead_letter.headers.items() if k in {REQUEST_ID_HEADER, "job_id"}}
+        headers = {
+            k: v
+            for k, v in dead_letter.headers.items()
+            if k in {REQUEST_ID_HEADER, "job_id", FLOW_STEP_HEADER}
+        }
         headers["replay_of"] = dead_letter.pk
+        # A flow step rejoins its flow (reviving the flows its failure failed), or runs on its own.
+        if FLOW_STEP_HEADER in headers and not step_reopen(step_id=int(headers[FLOW_STEP_HEADER])):
+            del headers[FLOW_STEP_HEADER]
         task_id = outbox.enqueue(
             dead_letter.task_name,
             args=dead_letter.args,

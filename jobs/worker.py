@@ -26,7 +26,7 @@ from django.db import close_old_connections
 
 from core import request_id
 from core.redis import redis_client
-from jobs import execution
+from jobs import cancellation, execution
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +87,9 @@ def _beat_once() -> None:
         pipe.sadd(HELD_KEY.format(worker=key), *held)
         pipe.expire(HELD_KEY.format(worker=key), ttl)
     pipe.execute()
-    active = [str(r.id) for r in list(worker_state.active_requests)]
-    execution.heartbeat(active)
+    running = list(worker_state.active_requests)
+    execution.heartbeat([str(r.id) for r in running])
+    cancellation.interrupt_cancelled(running)  # stop what was cancelled (jobs/cancellation.py)
 
 
 def _heartbeat_loop() -> None:
