@@ -28,6 +28,7 @@ PORTS = {
     "SMTP_SINK_HTTP_PORT": 1080,
     "KYC_VENDOR_PORT": 8025,
     "FX_PROVIDER_PORT": 8026,
+    "PAYMENT_PROVIDER_PORT": 8027,
 }
 
 
@@ -108,6 +109,7 @@ def main() -> None:
     env.setdefault("SMTP_SINK_DIR", str(VAR / "smtp-sink"))
     env.setdefault("KYC_VENDOR_URL", f"http://127.0.0.1:{env['KYC_VENDOR_PORT']}")
     env.setdefault("FX_PROVIDER_URL", f"http://127.0.0.1:{env['FX_PROVIDER_PORT']}")
+    env.setdefault("PAYMENT_PROVIDER_URL", f"http://127.0.0.1:{env['PAYMENT_PROVIDER_PORT']}")
     env.setdefault("FLOWER_BASIC_AUTH", flower_auth())
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONUNBUFFERED"] = "1"
@@ -122,6 +124,7 @@ def main() -> None:
     manage(env, "setup_periodic_tasks")
     manage(env, "collectstatic", "--noinput")
     demo = json.loads(manage(env, "ensure_demo_user").strip().splitlines()[-1])
+    manage(env, "ensure_demo_stock")  # the SKUs the demo orders, so they can be fulfilled
     web = f"http://127.0.0.1:{env['WEB_PORT']}"
     flower_user, flower_password = env["FLOWER_BASIC_AUTH"].split(":", 1)
     say("-" * 72)
@@ -131,6 +134,7 @@ def main() -> None:
     say(f"readiness     {web}/readyz")
     say(f"Flower        http://127.0.0.1:{env['FLOWER_PORT']}/   {flower_user} / {flower_password}")
     say(f"SMTP sink     http://127.0.0.1:{env['SMTP_SINK_HTTP_PORT']}/   (smtp on :{env['SMTP_SINK_PORT']})")
+    say(f"payments      {env['PAYMENT_PROVIDER_URL']}/   (the payment provider fake's captures)")
     say("-" * 72)
     honcho = str(Path(sys.executable).parent / "honcho")
     os.execve(honcho, [honcho, "-f", str(ROOT / "Procfile.dev"), "start"], env)  # noqa: S606 - fixed argv
