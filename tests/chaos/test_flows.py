@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
@@ -68,8 +69,11 @@ def flush_with_a_backlog(stack) -> int:
     return backlog
 
 
-def settled_flows() -> int:
-    return Flow.objects.filter(kind="order-fulfillment", state__in=Flow.FINISHED).count()
+def settled_flows_at_least(count: int) -> Callable[[], bool]:
+    def check() -> bool:
+        return Flow.objects.filter(kind="order-fulfillment", state__in=Flow.FINISHED).count() >= count
+
+    return check
 
 
 def test_a_thousand_fulfilment_flows_under_worker_kills_and_a_broker_flush(chaos, user):
@@ -90,7 +94,7 @@ def test_a_thousand_fulfilment_flows_under_worker_kills_and_a_broker_flush(chaos
     posting.start()
     # kill -9 the worker a quarter of the way, flush the broker with a backlog halfway, kill again at 3/4
     for round_, at in enumerate((FLOWS // 4, FLOWS // 2, 3 * FLOWS // 4)):
-        wait_until(lambda at=at: settled_flows() >= at, timeout=120, interval=0.2, message=f"{at} flows done")
+        wait_until(settled_flows_at_least(at), timeout=120, interval=0.2, message=f"{at} flows done")
         if round_ == 1:
             flushed = flush_with_a_backlog(stack)
         else:
