@@ -51,7 +51,9 @@ def failed_flow() -> tuple[Flow, FlowStep]:
     headers = {"root_id": str(charge.root_id), "flow_step": charge.pk}
     meta = meta_from_headers(str(charge.root_id), "probe.record", "default", headers)
     with transaction.atomic():
-        dead_letter_record(meta=meta, exc=PermanentError("declined"), reason="permanent", args=[], kwargs={"key": "c"})
+        dead_letter_record(
+            meta=meta, exc=PermanentError("declined"), reason="permanent", args=[], kwargs={"key": "c"}
+        )
         engine.settle(step_id=charge.pk, state=FlowStep.State.FAILED, error_code="permanent-error")
     flow.refresh_from_db()
     return flow, charge
@@ -83,11 +85,13 @@ def test_retrying_a_failed_step_replays_its_dead_letter_and_revives_the_flow(ope
     response = act(operator, STEPS, "retry", charge.pk, note="card updated")
     assert response.status_code == 302
     dead = DeadLetter.objects.get(root_id=charge.root_id)
-    assert (dead.status, dead.note, dead.acted_by.username.startswith("staff-")) == ("replayed", "card updated", True)
+    assert (dead.status, dead.note) == ("replayed", "card updated")
+    assert dead.acted_by is not None
+    assert dead.acted_by.username.startswith("staff-")
     flow.refresh_from_db()
     assert flow.state == Flow.State.RUNNING
     assert dict(flow.steps.values_list("name", "state")) == {"charge": "queued", "ship": "waiting"}
-    replay = OutboxMessage.objects.get(pk=dead.replay_task_id)
+    replay = OutboxMessage.objects.get(pk=str(dead.replay_task_id))
     assert replay.headers["flow_step"] == charge.pk
     act(operator, STEPS, "retry", charge.pk, note="twice")  # not failed any more: nothing happens
     assert OutboxMessage.objects.filter(task_name="probe.record").count() == 2

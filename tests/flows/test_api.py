@@ -29,9 +29,20 @@ def nested_flow(owner) -> Flow:
 def test_the_owner_sees_each_step_and_the_nested_flows_url(api, user):
     flow = nested_flow(user)
     body = api.get(f"/api/flows/{flow.pk}").json()
-    assert (body["id"], body["state"], body["failed_step"], body["failures"]) == (str(flow.pk), "running", None, 0)
+    assert (body["id"], body["state"], body["failed_step"], body["failures"]) == (
+        str(flow.pk),
+        "running",
+        None,
+        0,
+    )
     a, inner = body["steps"]
-    assert (a["name"], a["task"], a["state"], a["attempts"], a["error_code"]) == ("a", "probe.record", "queued", 0, "")
+    assert (a["name"], a["task"], a["state"], a["attempts"], a["error_code"]) == (
+        "a",
+        "probe.record",
+        "queued",
+        0,
+        "",
+    )
     assert a["queued_at"] is not None
     assert a["flow_url"] is None
     nested = Flow.objects.get(parent_step__flow=flow)
