@@ -44,13 +44,17 @@ def check(steps: Sequence[Step], path: str = "") -> None:
     """Raise FlowDefinitionError unless `steps` (and every nested flow) can run."""
     if not steps:
         raise FlowDefinitionError(f"{path or 'a flow'} has no steps")
-    names = [s.name for s in steps]
+    names: set[str] = set()
+    for step in steps:
+        if step.name in names:
+            raise FlowDefinitionError(f"two steps are named {path}{step.name!r}")
+        names.add(step.name)
     for step in steps:
         where = f"{path}{step.name}"
         if not step.name or len(step.name) > MAX_NAME_LENGTH:
             raise FlowDefinitionError(f"step names are 1-{MAX_NAME_LENGTH} characters: {step.name!r}")
-        if names.count(step.name) > 1:
-            raise FlowDefinitionError(f"two steps are named {where!r}")
+        if len(set(step.after)) != len(step.after):
+            raise FlowDefinitionError(f"step {where!r} names a step in `after` twice")
         if bool(step.task) == bool(step.steps):
             raise FlowDefinitionError(f"step {where!r} needs a task or nested steps, not both")
         if unknown := [a for a in step.after if a not in names]:

@@ -53,6 +53,7 @@ def messages_for(flow: Flow, name: str) -> list[OutboxMessage]:
     [
         ([], "no steps"),
         ([record("a"), record("a")], "two steps are named"),
+        ([record("a"), record("b", after=("a", "a"))], "twice"),
         ([record("a", after=("b",))], "unknown steps"),
         ([record("a", after=("b",)), record("b", after=("a",))], "wait for each other"),
         ([Step("a", "probe.record", steps=(record("x"),))], "not both"),
