@@ -24,24 +24,22 @@
 Run: python -m fakes.payment_provider --port 8027 [--mode ok] [--latency 0.0]
 """
 
-import argparse
 import html
-import os
-import threading
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fakes.http import JsonServer, Request
+from fakes.http import ControlledFake, ControlSettings, JsonServer, Reply, Request, fake_arguments
 
 MODES = ("ok", "down", "decline", "slow")
-Reply = tuple[int, Any, dict[str, str]]
 
 
 @dataclass
-class Settings:
+class Settings(ControlSettings):
+    MODES = MODES
+
     mode: str = "ok"
     latency: float = 0.0
     slow_latency: float = 5.0
@@ -50,14 +48,6 @@ class Settings:
     fail_with: int | str = 503
     timeout_seconds: float = 30.0
     decline: list[str] = field(default_factory=list)
-
-    def update(self, changes: dict[str, Any]) -> None:
-        for name, value in changes.items():
-            if not hasattr(self, name):
-                raise ValueError(f"unknown setting {name!r}")
-            setattr(self, name, value)
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}")
 
 
 @dataclass
@@ -73,25 +63,14 @@ class Capture:
         return {k: v for k, v in asdict(self).items() if k != "key"} | {"status": "captured"}
 
 
-class Provider:
-    def __init__(self, defaults: Settings) -> None:
-        self.defaults = defaults
-        self.lock = threading.Lock()
-        self.reset()
+class Provider(ControlledFake):
+    settings: Settings
 
-    def reset(self) -> None:
-        with self.lock:
-            self.settings = Settings(**asdict(self.defaults))
-            self.captures: dict[str, Capture] = {}
-            self.by_key: dict[str, str] = {}
-            self.calls = 0
-            self.calls_by_key: dict[str, int] = {}
-            self.responses: dict[str, int] = {}
-
-    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
-        with self.lock:
-            self.responses[str(status)] = self.responses.get(str(status), 0) + 1
-        return status, body, headers or {}
+    def forget(self) -> None:
+        self.captures: dict[str, Capture] = {}
+        self.by_key: dict[str, str] = {}
+        self.calls = 0
+        self.calls_by_key: dict[str, int] = {}
 
     def _failure(self, reference: str) -> Reply | None:
         """The answer of a failure mode, if one applies to this call (after the latency)."""
@@ -106,9 +85,9 @@ class Provider:
         if failing or s.mode == "down":
             status = int(s.fail_with) if failing else 503
             headers = {"Retry-After": f"{s.retry_after:g}"} if status in (429, 503) else {}
-            return self._answer(status, {"error": "unavailable"}, headers)
+            return self.answer(status, {"error": "unavailable"}, headers)
         if s.mode == "decline" or reference in s.decline:
-            return self._answer(402, {"error": "card_declined"})
+            return self.answer(402, {"error": "card_declined"})
         return None
 
     def capture(self, request: Request) -> Reply:
@@ -120,11 +99,11 @@ class Provider:
             body = request.json()
             reference, amount, currency = str(body["reference"]), str(body["amount"]), str(body["currency"])
         except (ValueError, KeyError, TypeError):
-            return self._answer(400, {"error": "invalid_request"})
+            return self.answer(400, {"error": "invalid_request"})
         if failure := self._failure(reference):
             return failure
         if not key:
-            return self._answer(400, {"error": "idempotency_key_required"})
+            return self.answer(400, {"error": "idempotency_key_required"})
         with self.lock:
             existing = self.captures.get(self.by_key.get(key, ""))
             if existing is None:
@@ -140,28 +119,19 @@ class Provider:
                 self.by_key[key] = made.id
         if existing is not None:
             if (existing.reference, existing.amount, existing.currency) != (reference, amount, currency):
-                return self._answer(422, {"error": "idempotency_key_reused"})
-            return self._answer(200, existing.view(), {"Idempotent-Replayed": "true"})
+                return self.answer(422, {"error": "idempotency_key_reused"})
+            return self.answer(200, existing.view(), {"Idempotent-Replayed": "true"})
         with self.lock:
             late = self.settings.fail_captures > 0 and self.settings.fail_with == "timeout"
             if late:
                 self.settings.fail_captures -= 1
         if late:
             time.sleep(self.settings.timeout_seconds)  # captured, but the answer comes too late
-        return self._answer(201, made.view(), {"Location": f"/captures/{made.id}"})
+        return self.answer(201, made.view(), {"Location": f"/captures/{made.id}"})
 
     def read(self, request: Request) -> Reply:
         found = self.captures.get(request.path.rsplit("/", 1)[-1])
         return (200, found.view(), {}) if found else (404, {"error": "capture_not_found"}, {})
-
-    def set_control(self, request: Request) -> Reply:
-        try:
-            changes = request.json()
-            with self.lock:
-                self.settings.update(changes)
-        except (ValueError, TypeError) as exc:
-            return 400, {"error": str(exc)}, {}
-        return 200, asdict(self.settings), {}
 
     def stats(self, _: Request) -> Reply:
         with self.lock:
@@ -196,31 +166,21 @@ class Provider:
 
 
 def build_server(provider: Provider, host: str, port: int) -> JsonServer:
-    def reset(_: Request) -> Reply:
-        provider.reset()
-        return 200, {"reset": True}, {}
-
     return JsonServer(
         host,
         port,
         {
             ("POST", "/captures"): provider.capture,
             ("GET", "/captures/*"): provider.read,
-            ("GET", "/control"): lambda _: (200, asdict(provider.settings), {}),
-            ("POST", "/control"): provider.set_control,
             ("GET", "/stats"): provider.stats,
-            ("POST", "/reset"): reset,
             ("GET", "/"): provider.page,
+            **provider.control_routes(),
         },
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--host", default=os.environ.get("PAYMENT_PROVIDER_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PAYMENT_PROVIDER_PORT", "8027")))
-    parser.add_argument("--mode", default="ok", choices=MODES)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
+    parser = fake_arguments(__doc__, "PAYMENT_PROVIDER", 8027, MODES)
     args = parser.parse_args()
     server = build_server(Provider(Settings(mode=args.mode, latency=args.latency)), args.host, args.port)
     server.serve_until_signalled(f"payment provider: http://{args.host}:{server.port}  mode {args.mode}")

@@ -5,12 +5,10 @@ through jobs/dead_letters.py `dead_letter_replay`, so it is audited on the step'
 (who, when, the note) like any replay; a cancel is stored on the flow or job (who and when).
 """
 
+from collections.abc import Callable
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
-from django.contrib.auth.models import User
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -19,6 +17,7 @@ from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdmin
 from core.problems import ApplicationError
+from jobs.admin_actions import actor, confirmed
 from jobs.flows.services import flow_cancel, flow_step_retry
 from jobs.models import DeadLetter, Flow, FlowStep, Job
 from jobs.services import job_cancel
@@ -26,36 +25,26 @@ from jobs.services import job_cancel
 ACT_PERMISSION = "jobs.act_on_flow"
 
 
-def _actor(request: HttpRequest) -> User | None:
-    return request.user if isinstance(request.user, User) else None
-
-
-class NoteForm(forms.Form):
-    note = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), required=False, max_length=2000
-    )
-
-
-def confirmed(
-    model_admin: admin.ModelAdmin[Any], request: HttpRequest, queryset: QuerySet[Any], action: str, verb: str
-) -> NoteForm | TemplateResponse:
-    """The submitted form, or the page asking to confirm (with a note)."""
-    if "confirm" in request.POST:
-        form = NoteForm(request.POST)
-        if form.is_valid():
-            return form
-    context = {
-        **model_admin.admin_site.each_context(request),
-        "title": f"{verb} {queryset.count()} {model_admin.model._meta.verbose_name_plural}",
-        "verb": verb,
-        "noun": model_admin.model._meta.verbose_name_plural,
-        "queryset": queryset,
-        "form": NoteForm(),
-        "action": action,
-        "opts": model_admin.model._meta,
-        "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-    }
-    return TemplateResponse(request, "admin/jobs/confirm_action.html", context)
+def _each(
+    model_admin: admin.ModelAdmin[Any],
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    action: str,
+    act: Callable[[str], object],
+) -> TemplateResponse | None:
+    """Confirm, then `act(pk)` on each selected row; refusals (a flow over already) are listed."""
+    form = confirmed(model_admin, request, queryset, action, "Cancel")
+    if isinstance(form, TemplateResponse):
+        return form
+    done, refused = 0, []
+    for pk in queryset.values_list("pk", flat=True):
+        try:
+            act(str(pk))
+            done += 1
+        except ApplicationError as exc:
+            refused.append(f"{pk}: {exc.detail}")
+    model_admin.message_user(request, f"Cancelled {done}. " + " ".join(refused), messages.SUCCESS)
+    return None
 
 
 def _link(model: type[Model], pk: Any, label: str) -> str:
@@ -105,18 +94,9 @@ class FlowAdmin(ActAdmin):
 
     @admin.action(description="Cancel selected flows (stored: survives worker restarts)", permissions=["act"])
     def cancel(self, request: HttpRequest, queryset: QuerySet[Flow]) -> TemplateResponse | None:
-        form = confirmed(self, request, queryset, "cancel", "Cancel")
-        if isinstance(form, TemplateResponse):
-            return form
-        done, refused = 0, []
-        for pk in queryset.values_list("pk", flat=True):
-            try:
-                flow_cancel(flow_id=str(pk), actor=_actor(request))
-                done += 1
-            except ApplicationError as exc:
-                refused.append(f"{pk}: {exc.detail}")
-        self.message_user(request, f"Cancelled {done}. " + " ".join(refused), messages.SUCCESS)
-        return None
+        return _each(
+            self, request, queryset, "cancel", lambda pk: flow_cancel(flow_id=pk, actor=actor(request))
+        )
 
 
 @admin.register(FlowStep)
@@ -150,7 +130,7 @@ class FlowStepAdmin(ActAdmin):
         if isinstance(form, TemplateResponse):
             return form
         done = [
-            flow_step_retry(step_id=pk, actor=_actor(request), note=form.cleaned_data["note"])
+            flow_step_retry(step_id=pk, actor=actor(request), note=form.cleaned_data["note"])
             for pk in queryset.values_list("pk", flat=True)
         ]
         retried = sum(1 for task_id in done if task_id)
@@ -164,15 +144,4 @@ class FlowStepAdmin(ActAdmin):
 
 @admin.action(description="Cancel selected jobs (stored: survives worker restarts)", permissions=["act"])
 def cancel_jobs(model_admin: Any, request: HttpRequest, queryset: QuerySet[Job]) -> TemplateResponse | None:
-    form = confirmed(model_admin, request, queryset, "cancel_jobs", "Cancel")
-    if isinstance(form, TemplateResponse):
-        return form
-    done, refused = 0, []
-    for pk in queryset.values_list("pk", flat=True):
-        try:
-            job_cancel(job_id=str(pk))
-            done += 1
-        except ApplicationError as exc:
-            refused.append(f"{pk}: {exc.detail}")
-    model_admin.message_user(request, f"Cancelled {done}. " + " ".join(refused), messages.SUCCESS)
-    return None
+    return _each(model_admin, request, queryset, "cancel_jobs", lambda pk: job_cancel(job_id=pk))

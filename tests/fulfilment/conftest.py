@@ -1,48 +1,26 @@
 """The payment provider fake as a real subprocess, the session stack pointed at it, paid orders."""
 
-import json
 import os
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import pytest
-import requests
 from django.contrib.auth.models import User
 
 from fulfilment.models import StockItem
 from orders.models import Order, OrderLine
 from tests.conftest import Stack
-from tests.harness import Proc, Processes, free_port
+from tests.harness import HttpFake, Processes, free_port
 
 # The session worker's settings: a short read timeout, so the fake's late answer is a timeout.
 STACK_ENV = {"PAYMENT_PROVIDER_READ_TIMEOUT": "1", "PAYMENT_PROVIDER_CONNECT_TIMEOUT": "1"}
 
 
-@dataclass
-class PaymentProvider:
-    proc: Proc
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def control(self, **changes: Any) -> dict[str, Any]:
-        response = requests.post(f"{self.url}/control", data=json.dumps(changes), timeout=5)
-        response.raise_for_status()
-        return dict(response.json())
-
-    def stats(self) -> dict[str, Any]:
-        return dict(requests.get(f"{self.url}/stats", timeout=5).json())
-
+class PaymentProvider(HttpFake):
     def captures_of(self, reference: str) -> int:
         return int(self.stats()["captures_by_reference"].get(reference, 0))
-
-    def reset(self) -> None:
-        requests.post(f"{self.url}/reset", timeout=5).raise_for_status()
 
 
 def start_provider(procs: Processes, *args: str) -> PaymentProvider:
