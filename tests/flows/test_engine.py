@@ -2,10 +2,13 @@
 anything is written, the fan-in fires once, failure policies, cancellation and revival."""
 
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.db import transaction
+from django.utils import timezone
 
+from jobs import tasks
 from jobs.errors import EnqueueError
 from jobs.execution import FLOW_STEP_HEADER
 from jobs.flows import engine
@@ -233,3 +236,15 @@ def test_a_nested_steps_retry_revives_the_flows_above_it():
     assert states(flow) == {"inner": S.RUNNING, "z": S.WAITING}
     settle(inner, "x")
     assert step(flow, "z").state == S.QUEUED
+
+
+def test_finished_flows_go_with_the_outbox_retention(settings):
+    old = start(Step("inner", steps=(record("x"),)), record("a"))
+    running = start(record("a"))
+    Flow.objects.filter(pk=old.pk).update(
+        state=Flow.State.SUCCEEDED,
+        finished_at=timezone.now() - timedelta(days=settings.OUTBOX_RETENTION_DAYS + 1),
+    )
+    tasks.purge_outbox()
+    assert list(Flow.objects.values_list("pk", flat=True)) == [running.pk]  # the nested flow went too
+    assert not FlowStep.objects.filter(flow_id=old.pk).exists()
