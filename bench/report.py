@@ -354,6 +354,39 @@ def write_report(r: dict[str, Any], out: Path) -> Path:
             "",
         ]
     parts += tracing_section(r)
+    if "flows" in r:
+        f = r["flows"]
+        parts += [
+            "## Flows: fan-in of 10,000 children (bench/scenarios/flows.py)",
+            "",
+            table(
+                [
+                    ["figure", "measured"],
+                    [
+                        "flow start (one transaction: steps + first outbox rows)",
+                        f"{f['start_transaction_seconds']:.2f} s",
+                    ],
+                    [
+                        "children run (2 pool children)",
+                        (
+                            f"{f['children_per_second']:.0f}/s; the same tasks without a flow "
+                            f"{f['same_tasks_without_a_flow_per_second']:.0f}/s"
+                        ),
+                    ],
+                    [
+                        "last child's outcome -> next step started",
+                        f"{f['last_child_to_next_step_ms']:.0f} ms",
+                    ],
+                    [
+                        "next step: outbox rows / runs",
+                        f"{f['next_step_outbox_rows']} / {f['next_step_runs']}",
+                    ],
+                    ["rows written per child (jobs tables)", f"{f['rows_written_per_child']:.2f}"],
+                    ["WAL per child while running", f"{f['wal_bytes_per_child']:,} bytes"],
+                ]
+            ),
+            "",
+        ]
     parts += [f"![{name}]({name})" for name in images]
     path = out / f"{stem}.md"
     path.write_text("\n".join(parts) + "\n")

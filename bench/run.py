@@ -12,6 +12,8 @@ Scenarios (bench/README section of the project README explains each):
   S4 worker throughput, base task vs plain Celery task; worker RSS over many tasks
   S5 scaling: 1 vs 2 pool processes; draining a 10k backlog
   S6 tracing: order create and the email task with OpenTelemetry on vs off
+  flows: one flow of 10,000 children fans in to one next step: last child -> next step, the
+     next step released and run once, rows and WAL written per child (bench/scenarios/flows.py)
 
 Everything runs on this machine against real PostgreSQL and Redis, in a fresh database
 and a claimed Redis DB. Results: bench/results/<date>.md and PNG plots next to it.
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from bench.measure import say
 from bench.scenarios.end_to_end import s3_end_to_end
+from bench.scenarios.flows import s_flows
 from bench.scenarios.order_creation import s1_orders
 from bench.scenarios.relay import s2_relay
 from bench.scenarios.tracing import s6_tracing
@@ -76,12 +79,12 @@ def machine(bench: Bench) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description="taskyard benchmark")
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test of the benchmark)")
-    parser.add_argument("--only", nargs="*", help="scenarios to run: s1 s2 s3 s4 s5 s6")
+    parser.add_argument("--only", nargs="*", help="scenarios to run: s1 s2 s3 s4 s5 s6 flows")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (make bench installs it on Debian)")
     bench = Bench(quick=args.quick)
-    chosen = set(args.only or ["s1", "s2", "s3", "s4", "s5", "s6"])
+    chosen = set(args.only or ["s1", "s2", "s3", "s4", "s5", "s6", "flows"])
     say(f"database {bench.db_name}, {'quick' if args.quick else 'full'} run: {' '.join(sorted(chosen))}")
     bench.setup()
     try:
@@ -94,6 +97,7 @@ def main() -> None:
             ("s4", s4_workers),
             ("s5", s5_scaling),
             ("s6", s6_tracing),
+            ("flows", s_flows),
         ):
             if name in chosen:
                 say(f"--- {name} ---")

@@ -22,7 +22,7 @@ SCHEDULES: list[Schedule] = [
         name="outbox-purge",
         task="jobs.purge_outbox",
         crontab="17 3 * * *",
-        description="Deletes sent outbox rows and finished task runs older than OUTBOX_RETENTION_DAYS.",
+        description="Deletes sent outbox rows, finished task runs and finished flows older than OUTBOX_RETENTION_DAYS.",
         when_missed="Rows wait for the next night; nothing depends on them being gone.",
     ),
     Schedule(

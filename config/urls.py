@@ -8,15 +8,18 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView
 from core import health, problems
 from core.auth_api import MeApi, TokenObtainApi
 from core.metrics import metrics_view
+from fulfilment.api import OrderFulfilApi
 from orders.api import OrderCollectionApi
 
 api: list[URLPattern | URLResolver] = [
     path("me", MeApi.as_view(), name="me"),
     path("auth/token", TokenObtainApi.as_view(), name="auth-token"),
     path("jobs/", include("jobs.urls")),
+    path("flows/", include("jobs.flows.urls")),
     path("fx/", include("fx.urls")),
     path("kyc/", include("kyc.urls")),
     path("orders", OrderCollectionApi.as_view()),  # POST /api/orders, no redirect for the slash
+    path("orders/<int:order_id>/fulfil", OrderFulfilApi.as_view(), name="order-fulfil"),  # fulfilment/
     path("orders/", include("orders.urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-docs"),

@@ -1,14 +1,20 @@
-"""A small JSON-over-HTTP toolkit for the fakes (stdlib only, threaded)."""
+"""A small JSON-over-HTTP toolkit for the fakes (stdlib only, threaded): the server, and the
+settings a test switches at /control with the answers counted by status (ControlledFake)."""
 
+import argparse
+import copy
 import json
+import os
 import signal
 import threading
 from collections.abc import Callable
+from dataclasses import asdict, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
 
-Route = Callable[["Request"], tuple[int, Any, dict[str, str]]]
+Reply = tuple[int, Any, dict[str, str]]
+Route = Callable[["Request"], Reply]
 
 
 class Request:
@@ -104,3 +110,79 @@ class JsonServer:
     def shutdown(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class ControlSettings:
+    """Base of a fake's settings dataclass: `POST /control` changes them by name."""
+
+    MODES: ClassVar[tuple[str, ...]] = ()
+    mode: str
+
+    def update(self, changes: dict[str, Any]) -> None:
+        known = {f.name for f in fields(self)}  # type: ignore[arg-type]  # subclasses are dataclasses
+        for name, value in changes.items():
+            if name not in known:
+                raise ValueError(f"unknown setting {name!r}")
+            setattr(self, name, value)
+        if self.mode not in self.MODES:
+            raise ValueError(f"mode must be one of {self.MODES}")
+        self.check()
+
+    def check(self) -> None:
+        """Rules of a fake's own settings, beyond the mode (raise ValueError)."""
+
+
+class ControlledFake:
+    """A fake with settings tests switch (GET/POST /control), answers counted by status and
+    POST /reset (settings back to the command line's, everything recorded forgotten)."""
+
+    def __init__(self, defaults: Any) -> None:
+        self.defaults = defaults
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self.lock:
+            self.settings = copy.deepcopy(self.defaults)
+            self.responses: dict[str, int] = {}
+            self.forget()
+
+    def forget(self) -> None:
+        """Drop what the fake recorded (called with the lock held)."""
+
+    def answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
+        with self.lock:
+            self.responses[str(status)] = self.responses.get(str(status), 0) + 1
+        return status, body, headers or {}
+
+    def set_control(self, request: Request) -> Reply:
+        try:
+            changes = request.json()
+            with self.lock:
+                self.settings.update(changes)
+        except (ValueError, TypeError) as exc:
+            return 400, {"error": str(exc)}, {}
+        return 200, asdict(self.settings), {}
+
+    def do_reset(self, _: Request) -> Reply:
+        self.reset()
+        return 200, {"reset": True}, {}
+
+    def control_routes(self) -> dict[tuple[str, str], Route]:
+        return {
+            ("GET", "/control"): lambda _: (200, asdict(self.settings), {}),
+            ("POST", "/control"): self.set_control,
+            ("POST", "/reset"): self.do_reset,
+        }
+
+
+def fake_arguments(
+    doc: str | None, env_prefix: str, port: int, modes: tuple[str, ...]
+) -> argparse.ArgumentParser:
+    """The command line every fake shares: --host, --port (or <PREFIX>_HOST/_PORT), --mode, --latency."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--host", default=os.environ.get(f"{env_prefix}_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get(f"{env_prefix}_PORT", str(port))))
+    parser.add_argument("--mode", default="ok", choices=modes)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
+    return parser

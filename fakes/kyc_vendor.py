@@ -33,20 +33,17 @@ KYC-FAKE:approve anywhere in a file.
 Run: python -m fakes.kyc_vendor --port 8025 [--mode ok] [--decision-delay 2] [--latency 0.2] ...
 """
 
-import argparse
 import bisect
 import hashlib
-import os
 import random
 import re
-import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fakes.http import JsonServer, Request
+from fakes.http import ControlledFake, ControlSettings, JsonServer, Reply, Request, fake_arguments
 
 MODES = ("ok", "down", "429", "reject", "slow")
 DECISIONS = {"approve": "approved", "reject": "rejected", "manual_review": "manual_review"}
@@ -56,11 +53,12 @@ REASON_CODES = {
     "manual_review": ["image_quality_low", "additional_document_required"],
 }
 MARKER = re.compile(rb"KYC-FAKE:(approve|reject|manual_review)")
-Reply = tuple[int, Any, dict[str, str]]
 
 
 @dataclass
-class Settings:
+class Settings(ControlSettings):
+    MODES = MODES
+
     mode: str = "ok"
     latency: float = 0.0
     slow_latency: float = 5.0
@@ -76,13 +74,7 @@ class Settings:
     decision_delay: float = 2.0
     reason_codes: list[str] | None = None
 
-    def update(self, changes: dict[str, Any]) -> None:
-        for name, value in changes.items():
-            if not hasattr(self, name):
-                raise ValueError(f"unknown setting {name!r}")
-            setattr(self, name, value)
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}")
+    def check(self) -> None:
         if self.decision not in DECISIONS:
             raise ValueError(f"decision must be one of {sorted(DECISIONS)}")
 
@@ -147,22 +139,16 @@ def parse_multipart(body: bytes, content_type: str) -> list[Part]:
     return parts
 
 
-class Vendor:
-    def __init__(self, defaults: Settings) -> None:
-        self.defaults = defaults
-        self.lock = threading.Lock()
-        self.reset()
+class Vendor(ControlledFake):
+    settings: Settings
 
-    def reset(self) -> None:
-        with self.lock:
-            self.settings = Settings(**asdict(self.defaults))
-            self.checks: dict[str, Check] = {}
-            self.by_key: dict[str, str] = {}
-            self.submits = 0
-            self.reads = 0
-            self.call_times: list[float] = []
-            self.responses: dict[str, int] = {}
-            self.submits_by_key: dict[str, int] = {}
+    def forget(self) -> None:
+        self.checks: dict[str, Check] = {}
+        self.by_key: dict[str, str] = {}
+        self.submits = 0
+        self.reads = 0
+        self.call_times: list[float] = []
+        self.submits_by_key: dict[str, int] = {}
 
     # --- counting -------------------------------------------------------------------
     def _count(self, kind: str, key: str = "") -> None:
@@ -175,15 +161,10 @@ class Vendor:
             else:
                 self.reads += 1
 
-    def _answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
-        with self.lock:
-            self.responses[str(status)] = self.responses.get(str(status), 0) + 1
-        return status, body, headers or {}
-
     def _error(self, status: int) -> Reply:
         s = self.settings
         headers = {"Retry-After": f"{s.retry_after:g}"} if status in s.retry_after_statuses else {}
-        return self._answer(status, {"error": "rate_limited" if status == 429 else "unavailable"}, headers)
+        return self.answer(status, {"error": "rate_limited" if status == 429 else "unavailable"}, headers)
 
     def _failure(self, kind: str) -> Reply | None:
         """The answer of a failure mode, if one applies to this call (after the latency)."""
@@ -203,7 +184,7 @@ class Vendor:
         if s.mode == "429":
             return self._error(429)
         if s.mode == "reject" and kind == "submit":
-            return self._answer(s.reject_status, {"error": "invalid_document"})
+            return self.answer(s.reject_status, {"error": "invalid_document"})
         if s.error_rate and random.random() < s.error_rate:
             return self._error(random.choice(s.error_statuses))
         return None
@@ -216,15 +197,15 @@ class Vendor:
         if failure:
             return failure
         if not key:
-            return self._answer(400, {"error": "idempotency_key_required"})
+            return self.answer(400, {"error": "idempotency_key_required"})
         try:
             parts = parse_multipart(request.body, request.headers.get("Content-Type", ""))
         except ValueError:
-            return self._answer(400, {"error": "multipart_required"})
+            return self.answer(400, {"error": "multipart_required"})
         files = [p for p in parts if p.name == "files" and p.filename is not None]
         document_type = next((p.data.decode() for p in parts if p.name == "document_type"), "")
         if not files or not document_type:
-            return self._answer(422, {"error": "documents_required"})
+            return self.answer(422, {"error": "documents_required"})
         fingerprint = hashlib.sha256(
             document_type.encode() + b"".join(hashlib.sha256(f.data).digest() for f in files)
         ).hexdigest()
@@ -249,10 +230,10 @@ class Vendor:
                 self.by_key[key] = check.id
         if existing is not None:
             if existing.fingerprint != fingerprint:
-                return self._answer(422, {"error": "idempotency_key_reused"})
-            reply = self._answer(200, existing.view(now), {"Idempotent-Replayed": "true"})
+                return self.answer(422, {"error": "idempotency_key_reused"})
+            reply = self.answer(200, existing.view(now), {"Idempotent-Replayed": "true"})
         else:
-            reply = self._answer(201, check.view(now), {"Location": f"/checks/{check.id}"})
+            reply = self.answer(201, check.view(now), {"Location": f"/checks/{check.id}"})
         with self.lock:
             late = self.settings.fail_submits > 0 and self.settings.fail_with == "timeout"
             if late:
@@ -268,20 +249,8 @@ class Vendor:
             return failure
         check = self.checks.get(request.path.rsplit("/", 1)[-1])
         if check is None:
-            return self._answer(404, {"error": "check_not_found"})
-        return self._answer(200, check.view(time.time()), {})
-
-    def get_control(self, _: Request) -> Reply:
-        return 200, asdict(self.settings), {}
-
-    def set_control(self, request: Request) -> Reply:
-        try:
-            changes = request.json()
-            with self.lock:
-                self.settings.update(changes)
-        except (ValueError, TypeError) as exc:
-            return 400, {"error": str(exc)}, {}
-        return 200, asdict(self.settings), {}
+            return self.answer(404, {"error": "check_not_found"})
+        return self.answer(200, check.view(time.time()), {})
 
     def stats(self, request: Request) -> Reply:
         with self.lock:
@@ -300,10 +269,6 @@ class Vendor:
             body["window"] = float(request.query["window"])
             body["max_in_window"] = max_in_window(times, body["window"])
         return 200, body, {}
-
-    def do_reset(self, _: Request) -> Reply:
-        self.reset()
-        return 200, {"reset": True}, {}
 
 
 def per_minute(times: list[float]) -> dict[str, int]:
@@ -326,20 +291,14 @@ def build_server(vendor: Vendor, host: str, port: int) -> JsonServer:
         {
             ("POST", "/checks"): vendor.submit,
             ("GET", "/checks/*"): vendor.read,
-            ("GET", "/control"): vendor.get_control,
-            ("POST", "/control"): vendor.set_control,
             ("GET", "/stats"): vendor.stats,
-            ("POST", "/reset"): vendor.do_reset,
+            **vendor.control_routes(),
         },
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--host", default=os.environ.get("KYC_VENDOR_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("KYC_VENDOR_PORT", "8025")))
-    parser.add_argument("--mode", default="ok", choices=MODES)
-    parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every call")
+    parser = fake_arguments(__doc__, "KYC_VENDOR", 8025, MODES)
     parser.add_argument("--slow-latency", type=float, default=5.0, help="extra seconds in mode 'slow'")
     parser.add_argument("--error-rate", type=float, default=0.0, help="share of calls failing at random")
     parser.add_argument("--error-statuses", default="500,503,429", help="statuses of the random failures")

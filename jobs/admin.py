@@ -8,10 +8,7 @@ jobs/dead_letters.py, which records who acted and when and makes a second click 
 from datetime import timedelta
 from typing import Any
 
-from django import forms
 from django.contrib import admin, messages
-from django.contrib.admin import helpers
-from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -22,13 +19,11 @@ from django.utils.html import format_html
 
 from core.admin import ReadOnlyAdmin
 from jobs import dead_letters
+from jobs.admin_actions import NoteForm, actor, confirmed
+from jobs.flows.admin import ActAdmin, cancel_jobs  # also registers the flow admins
 from jobs.models import DeadLetter, Job, OutboxMessage, ScheduleSlot, TaskRun
 
 ACT_PERMISSION = "jobs.act_on_deadletter"
-
-
-def _actor(request: HttpRequest) -> User | None:
-    return request.user if isinstance(request.user, User) else None
 
 
 class AgeFilter(admin.SimpleListFilter):
@@ -69,12 +64,6 @@ class FingerprintFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> QuerySet[DeadLetter]:
         return queryset.filter(fingerprint=self.value()) if self.value() else queryset
-
-
-class NoteForm(forms.Form):
-    note = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), required=False, max_length=2000
-    )
 
 
 @admin.register(DeadLetter)
@@ -130,21 +119,7 @@ class DeadLetterAdmin(admin.ModelAdmin[DeadLetter]):
         self, request: HttpRequest, queryset: QuerySet[DeadLetter], action: str, verb: str
     ) -> NoteForm | TemplateResponse:
         """Returns the submitted note form, or the intermediate page asking for a note."""
-        if "confirm" in request.POST:
-            form = NoteForm(request.POST)
-            if form.is_valid():
-                return form
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{verb} {queryset.count()} dead letter(s)",
-            "queryset": queryset,
-            "form": NoteForm(),
-            "action": action,
-            "verb": verb,
-            "opts": self.model._meta,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        }
-        return TemplateResponse(request, "admin/jobs/deadletter/action_note.html", context)
+        return confirmed(self, request, queryset, action, verb, "admin/jobs/deadletter/action_note.html")
 
     @admin.action(description="Replay selected (through the outbox)", permissions=["act"])
     def replay(self, request: HttpRequest, queryset: QuerySet[DeadLetter]) -> TemplateResponse | None:
@@ -153,7 +128,7 @@ class DeadLetterAdmin(admin.ModelAdmin[DeadLetter]):
             return form
         done = [
             dead_letters.dead_letter_replay(
-                dead_letter_id=pk, actor=_actor(request), note=form.cleaned_data["note"]
+                dead_letter_id=pk, actor=actor(request), note=form.cleaned_data["note"]
             )
             for pk in queryset.values_list("pk", flat=True)
         ]
@@ -174,7 +149,7 @@ class DeadLetterAdmin(admin.ModelAdmin[DeadLetter]):
             for pk in queryset.values_list("pk", flat=True)
             if dead_letters.dead_letter_close(
                 dead_letter_id=pk,
-                actor=_actor(request),
+                actor=actor(request),
                 status=status,
                 note=form.cleaned_data["note"],
             )
@@ -236,7 +211,7 @@ class DeadLetterAdmin(admin.ModelAdmin[DeadLetter]):
         replayed = sum(
             1
             for pk in ids
-            if dead_letters.dead_letter_replay(dead_letter_id=pk, actor=_actor(request), note=note)
+            if dead_letters.dead_letter_replay(dead_letter_id=pk, actor=actor(request), note=note)
         )
         self.message_user(
             request, f"Replayed {replayed} dead letter(s) of group {fingerprint}.", messages.SUCCESS
@@ -276,10 +251,20 @@ class TaskRunAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Job)
-class JobAdmin(ReadOnlyAdmin):
-    list_display = ["id", "owner", "kind", "state", "progress", "created_at", "finished_at"]
+class JobAdmin(ActAdmin):
+    list_display = [
+        "id",
+        "owner",
+        "kind",
+        "state",
+        "progress",
+        "created_at",
+        "finished_at",
+        "cancel_requested_at",
+    ]
     list_filter = ["state", "kind"]
     search_fields = ["=id", "=task_id"]
+    actions = [cancel_jobs]
 
 
 class DuplicatesFilter(admin.SimpleListFilter):

@@ -1,4 +1,4 @@
-"""Job status API: GET /api/jobs/<id> and its result file."""
+"""Job status API: GET /api/jobs/<id>, its result file, and POST /api/jobs/<id>/cancel."""
 
 import mimetypes
 import uuid
@@ -9,7 +9,7 @@ from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import serializers
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -18,6 +18,7 @@ from core.storage import private_download
 from core.users import request_user
 from jobs.models import Job
 from jobs.selectors import job_list
+from jobs.services import job_cancel
 
 
 class JobDetailApi(APIView):
@@ -39,6 +40,7 @@ class JobDetailApi(APIView):
                 "created_at",
                 "started_at",
                 "finished_at",
+                "cancel_requested_at",
             ]
 
         def get_result_url(self, job: Job) -> str | None:
@@ -50,6 +52,17 @@ class JobDetailApi(APIView):
     def get(self, request: Request, job_id: uuid.UUID) -> Response:
         job = get_object_or_404(job_list(user=request_user(request)), pk=job_id)
         return Response(self.OutputSerializer(job).data)
+
+
+class JobCancelApi(APIView):
+    """POST /api/jobs/<id>/cancel: stored, so it holds across worker restarts (jobs/cancellation.py)."""
+
+    @extend_schema(request=None, responses={202: JobDetailApi.OutputSerializer})
+    def post(self, request: Request, job_id: uuid.UUID) -> Response:
+        user = request_user(request)
+        get_object_or_404(job_list(user=user), pk=job_id)
+        job = job_cancel(job_id=job_id, owner=user)
+        return Response(JobDetailApi.OutputSerializer(job).data, status=status.HTTP_202_ACCEPTED)
 
 
 class JobResultApi(APIView):

@@ -13,7 +13,11 @@ Around the task's own code (`run`) it:
   * on a permanent error or when attempts run out, writes a DeadLetter row, then the
     message is acked;
   * when the database itself is unreachable (nothing can be recorded), rejects the
-    message back to the queue instead of acking it.
+    message back to the queue instead of acking it;
+  * for a step of a flow (a `flow_step` header, jobs/flows/), records the step's final
+    outcome in the transaction of its success or dead letter, which moves the flow on;
+  * does not run a task whose job or flow was cancelled, and records a TaskCancelled
+    raised while it runs as cancelled (jobs/cancellation.py).
 
     @shared_task(base=BaseTask, name="orders.auto_cancel_unpaid", queue=Queue.DEFAULT,
                  policy=RetryPolicy(max_attempts=5, backoff_base=1.0, backoff_cap=60.0))
@@ -38,11 +42,23 @@ from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
 from core.errors import RetryableError
-from jobs import execution, outbox
+from core.redact import redact
+from jobs import cancellation, execution, outbox
 from jobs.dead_letters import dead_letter_record
-from jobs.errors import PoisonMessageError, Reschedule
-from jobs.execution import REQUEST_ID_HEADER, Begun, Claim, Fence, Superseded, TaskMeta, meta_from_headers
-from jobs.models import Job, OutboxMessage, TaskRun
+from jobs.errors import PoisonMessageError, Reschedule, TaskCancelled
+from jobs.execution import (
+    FLOW_STEP_HEADER,
+    REQUEST_ID_HEADER,
+    Begun,
+    Claim,
+    Fence,
+    Superseded,
+    TaskMeta,
+    meta_from_headers,
+)
+from jobs.flows import engine as flow_engine
+from jobs.flows.errors import error_code
+from jobs.models import FlowStep, Job, OutboxMessage, TaskRun
 from jobs.policy import Outcome, RetryPolicy
 from jobs.queues import Queue
 from jobs.task_metrics import task_event
@@ -50,7 +66,7 @@ from jobs.task_metrics import task_event
 logger = logging.getLogger(__name__)
 
 REQUEUE_PAUSE_SECONDS = 2.0  # when the database is down: don't spin through the queue
-HEADER_NAMES = ("attempt", "root_id", REQUEST_ID_HEADER, "job_id", "first_failed_at")
+HEADER_NAMES = ("attempt", "root_id", REQUEST_ID_HEADER, "job_id", "first_failed_at", FLOW_STEP_HEADER)
 
 
 class BaseTask(Task):
@@ -101,18 +117,31 @@ class BaseTask(Task):
         if begun.claim is Claim.POISON:
             poison = PoisonMessageError(f"delivered {begun.deliveries} times without finishing")
             self._record_failure(meta, poison, args, kwargs, fence)
+        if self._refused(meta, fence):
+            return None
         self._job_update(meta, Job.State.RUNNING)
         try:
-            result = self.run(*args, **kwargs)
+            with cancellation.cancellable():
+                result = self.run(*args, **kwargs)
         except (Superseded, Retry):
             raise
+        except TaskCancelled:
+            self._cancelled(meta, args, kwargs, fence)
+            return None
         except Reschedule as reschedule:
             self._reschedule(meta, reschedule, args, kwargs, fence)
             return None
         except Exception as exc:  # noqa: BLE001 - classified by the policy, never swallowed
             self._record_failure(meta, exc, args, kwargs, fence)
         try:
-            if execution.finish(fence, TaskRun.State.SUCCEEDED):
+            if (
+                meta.flow_step
+            ):  # the outcome, the fan-in, the next steps' rows and the run's end: one transaction
+                with transaction.atomic():
+                    flow_engine.settle(step_id=meta.flow_step, state=FlowStep.State.SUCCEEDED)
+                    self._finish_or_refuse(meta, fence, TaskRun.State.SUCCEEDED)
+                self._job_update(meta, Job.State.SUCCEEDED)
+            elif execution.finish(fence, TaskRun.State.SUCCEEDED):
                 self._job_update(meta, Job.State.SUCCEEDED)
         except DatabaseError as exc:
             # The effect happened; its ledger row says so. A redelivery finds the ledger and stops.
@@ -154,6 +183,10 @@ class BaseTask(Task):
                 delay = self._retry_delay(exc, meta.attempt)
                 self._enqueue_next(meta, args, kwargs, fence, attempt=meta.attempt + 1, delay=delay, as_state=(
                     TaskRun.State.RETRIED, execution.format_error(exc)))  # fmt: skip
+                if meta.flow_step:
+                    flow_engine.step_retrying(
+                        step_id=meta.flow_step, error_code=error_code(exc), error=redact(str(exc))
+                    )
                 if meta.job_id:
                     Job.objects.filter(pk=meta.job_id).update(
                         progress_message=f"attempt {meta.attempt} failed; retrying in {delay:.0f}s"
@@ -176,15 +209,23 @@ class BaseTask(Task):
                 reason = "timeout"
             else:
                 reason = "exhausted" if outcome is Outcome.RETRY else "permanent"
-            dead_letter_record(
-                meta=meta,
-                exc=exc,
-                reason=reason,
-                args=args,
-                kwargs=kwargs,
-                alert=self.policy.alert,
-                fence=fence,
-            )
+            with transaction.atomic():  # a flow step's outcome commits with its dead letter
+                dead_letter_record(
+                    meta=meta,
+                    exc=exc,
+                    reason=reason,
+                    args=args,
+                    kwargs=kwargs,
+                    alert=self.policy.alert,
+                    fence=fence,
+                )
+                if meta.flow_step:
+                    flow_engine.settle(
+                        step_id=meta.flow_step,
+                        state=FlowStep.State.FAILED,
+                        error_code=error_code(exc),
+                        error=redact(str(exc)),
+                    )
             self.on_dead_letter(args, kwargs, exc)
         except DatabaseError as db_exc:
             self._requeue(db_exc)
@@ -213,8 +254,43 @@ class BaseTask(Task):
                 headers=meta.next_headers(attempt=attempt, first_failed_at=meta.first_failed_at),
             )
             state, error = as_state
-            if fence is not None and not execution.finish(fence, state, error):
-                raise Superseded(f"task {meta.task_id} was taken over before its {state} was recorded")
+            if fence is not None:
+                self._finish_or_refuse(meta, fence, state, error)
+
+    @staticmethod
+    def _finish_or_refuse(meta: TaskMeta, fence: Fence, state: TaskRun.State, error: str = "") -> None:
+        """Inside the transaction that records what the run did: its end, or Superseded (rollback)."""
+        if not execution.finish(fence, state, error):
+            raise Superseded(f"task {meta.task_id} was taken over before its {state} was recorded")
+
+    def _refused(self, meta: TaskMeta, fence: Fence) -> bool:
+        """A step of a cancelled flow or the task of a cancelled job: recorded, acked, not run."""
+        try:
+            state = cancellation.may_start(meta)
+            if state is not None:
+                execution.finish(fence, state)
+        except DatabaseError as exc:
+            self._requeue(exc)
+        if state is None:
+            return False
+        task_event(self.name, "cancelled" if state == TaskRun.State.CANCELLED else "duplicate")
+        logger.info("%s[%s]: not run (its job or flow step is %s)", self.name, meta.task_id, state)
+        return True
+
+    def _cancelled(self, meta: TaskMeta, args: list[Any], kwargs: dict[str, Any], fence: Fence) -> None:
+        try:
+            close_old_connections()  # the signal may have interrupted a query
+            if not cancellation.record_cancelled(meta):
+                # No stored cancel explains it: a signal meant for the task this child ran before.
+                self._reschedule(
+                    meta, Reschedule(0.0, "interrupted by a stray cancel signal"), args, kwargs, fence
+                )
+                return
+            execution.finish(fence, TaskRun.State.CANCELLED)
+        except DatabaseError as exc:
+            self._requeue(exc)
+        task_event(self.name, "cancelled")
+        logger.info("%s[%s]: cancelled while running", self.name, meta.task_id)
 
     def on_dead_letter(self, args: list[Any], kwargs: dict[str, Any], exc: BaseException) -> None:
         """Hook: the task failed for good (its DeadLetter is written). Mark domain records failed."""

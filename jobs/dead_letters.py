@@ -13,7 +13,16 @@ from django.utils import timezone
 from core.redact import normalise, redact
 from jobs import outbox, tracing
 from jobs.errors import PoisonMessageError
-from jobs.execution import REQUEST_ID_HEADER, Fence, Superseded, TaskMeta, format_traceback, meta_from_headers
+from jobs.execution import (
+    FLOW_STEP_HEADER,
+    REQUEST_ID_HEADER,
+    Fence,
+    Superseded,
+    TaskMeta,
+    format_traceback,
+    meta_from_headers,
+)
+from jobs.flows.revive import step_reopen
 from jobs.models import DeadLetter, Job, TaskRun
 from jobs.task_metrics import task_event
 
@@ -74,7 +83,13 @@ def dead_letter_record(
                 "args": list(args),
                 "kwargs": dict(kwargs),
                 "headers": {
-                    k: v for k, v in ((REQUEST_ID_HEADER, meta.request_id), ("job_id", meta.job_id)) if v
+                    k: v
+                    for k, v in (
+                        (REQUEST_ID_HEADER, meta.request_id),
+                        ("job_id", meta.job_id),
+                        (FLOW_STEP_HEADER, meta.flow_step),
+                    )
+                    if v
                 }
                 | tracing.current_headers(),  # the failed attempt's span: a replay links to it
                 "exception_class": exc_class,
@@ -133,9 +148,16 @@ def dead_letter_replay(*, dead_letter_id: int, actor: User | None, note: str = "
         dead_letter = DeadLetter.objects.select_for_update().get(pk=dead_letter_id)
         if dead_letter.status != DeadLetter.Status.OPEN:
             return None
-        headers = {k: v for k, v in dead_letter.headers.items() if k in {REQUEST_ID_HEADER, "job_id"}}
+        headers = {
+            k: v
+            for k, v in dead_letter.headers.items()
+            if k in {REQUEST_ID_HEADER, "job_id", FLOW_STEP_HEADER}
+        }
         headers["replay_of"] = dead_letter.pk
         headers.update(tracing.replay_headers(dead_letter.headers))
+        # A flow step rejoins its flow (reviving the flows its failure failed), or runs on its own.
+        if FLOW_STEP_HEADER in headers and not step_reopen(step_id=int(headers[FLOW_STEP_HEADER])):
+            del headers[FLOW_STEP_HEADER]
         task_id = outbox.enqueue(
             dead_letter.task_name,
             args=dead_letter.args,

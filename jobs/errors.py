@@ -3,8 +3,11 @@
 Task failures are classified once, where they happen: clients (SMTP, HTTP) raise
 `core.errors.RetryableError` or `core.errors.PermanentError`, and each task's RetryPolicy
 maps anything else. `Reschedule` is not a failure: the task asks to run later without
-spending an attempt (a rate limiter said "not yet").
+spending an attempt (a rate limiter said "not yet"). `TaskCancelled` is not one either:
+the task's job or flow was cancelled (jobs/cancellation.py).
 """
+
+from core.problems import ApplicationError
 
 
 class PoisonMessageError(Exception):
@@ -18,6 +21,17 @@ class Reschedule(Exception):  # a control-flow signal, not an error
         super().__init__(reason or f"rescheduled in {delay:.2f}s")
         self.delay = delay
         self.reason = reason
+
+
+class TaskCancelled(Exception):  # a control-flow signal, not an error
+    """The task's job or flow was cancelled: stop now. The base task records it as cancelled,
+    never as a failure: no retry, no dead letter."""
+
+
+class JobStateConflict(ApplicationError):
+    status_code = 409
+    code = "job-state-conflict"
+    title = "The job is not in a state that allows this"
 
 
 class EnqueueError(ValueError):

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 # Message header carrying the request id (core/request_id.py). Not "correlation_id": Celery's
 # request context already has an attribute of that name (the AMQP correlation id = the task id).
 REQUEST_ID_HEADER = "request_id"
+# Message header naming the jobs.FlowStep a task runs as (jobs/flows/); kept across retries.
+FLOW_STEP_HEADER = "flow_step"
 
 
 _node = ""  # the Celery node name (emails@host), set in a worker before its pool forks
@@ -60,6 +62,7 @@ class TaskMeta:
     request_id: str
     job_id: str | None
     first_failed_at: str | None
+    flow_step: int | None = None
 
     def next_headers(self, *, attempt: int, first_failed_at: str | None) -> dict[str, Any]:
         """Headers for the next message of this task's chain (a retry or a reschedule)."""
@@ -70,6 +73,8 @@ class TaskMeta:
             headers[REQUEST_ID_HEADER] = self.request_id
         if self.job_id:
             headers["job_id"] = self.job_id
+        if self.flow_step:
+            headers[FLOW_STEP_HEADER] = self.flow_step
         return headers
 
 
@@ -83,6 +88,7 @@ def meta_from_headers(task_id: str, task_name: str, queue: str, headers: dict[st
         request_id=str(headers.get(REQUEST_ID_HEADER) or ""),
         job_id=headers.get("job_id"),
         first_failed_at=headers.get("first_failed_at"),
+        flow_step=int(headers[FLOW_STEP_HEADER]) if headers.get(FLOW_STEP_HEADER) else None,
     )
 
 

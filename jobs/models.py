@@ -9,6 +9,7 @@ DeadLetter     a task whose retries ran out or that failed permanently; reviewed
 Job            user-facing status of long work (202 + /api/jobs/<id>).
 ScheduleSlot   the beat slot ledger: one row per (schedule, slot start in UTC), claimed
                before a scheduled run does any work (jobs/scheduling/ledger.py).
+Flow, FlowStep steps with dependencies, tracked here (jobs/flows/models.py, docs/flows.md).
 """
 
 import uuid
@@ -16,6 +17,10 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
+
+from jobs.flows.models import Flow, FlowStep
+
+__all__ = ["DeadLetter", "Flow", "FlowStep", "Job", "OutboxMessage", "ScheduleSlot", "TaskRun"]
 
 
 class OutboxMessage(models.Model):
@@ -62,8 +67,9 @@ class TaskRun(models.Model):
         RESCHEDULED = "rescheduled"  # asked to run later (rate limit); a new task id carries it
         DEAD = "dead"  # dead-lettered
         LOST = "lost"  # its worker died; the reaper re-published it
+        CANCELLED = "cancelled"  # its job or flow was cancelled: not run, or stopped (jobs/cancellation.py)
 
-    TERMINAL = (State.SUCCEEDED, State.RETRIED, State.RESCHEDULED, State.DEAD)
+    TERMINAL = (State.SUCCEEDED, State.RETRIED, State.RESCHEDULED, State.DEAD, State.CANCELLED)
 
     task_id = models.UUIDField(primary_key=True)
     task_name = models.CharField(max_length=200)
@@ -146,6 +152,9 @@ class Job(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
         DEAD = "dead"
+        CANCELLED = "cancelled"
+
+    FINISHED = (State.SUCCEEDED, State.FAILED, State.DEAD, State.CANCELLED)
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
@@ -163,6 +172,8 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Stored, so it outlives worker restarts and messages already in the broker (jobs/cancellation.py).
+    cancel_requested_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -6,9 +6,10 @@ Three sources, all re-published through the outbox with the same task id:
   * task ids a dead worker had received but never started (prefetched), from its
     `taskyard:received:<worker>` set once its `taskyard:alive:<worker>` key expired;
   * messages the broker lost (Redis restarted without persistence, or flushed): outbox
-    rows sent more than OUTBOX_LOST_AFTER_SECONDS ago that never started, whose queue is
-    now empty and that no live worker holds. A message still queued behind a backlog is
-    left alone (its queue is not empty), so a slow queue is not duplicated.
+    rows sent more than OUTBOX_LOST_AFTER_SECONDS ago that never started (or were re-published
+    for a dead worker and never restarted: a flush can lose those too), whose queue is now
+    empty and that no live worker holds. A message still queued behind a backlog is left
+    alone (its queue is not empty), so a slow queue is not duplicated.
 The duplicate that the broker may still redeliver later (after its visibility timeout)
 is refused by TaskRun. The relay runs this every few seconds; a lock keeps it single.
 """
@@ -109,7 +110,8 @@ def _lost_in_broker(client: redis.Redis, held: set[str]) -> list[str]:
             sent_at__lt=now - timedelta(seconds=settings.OUTBOX_LOST_AFTER_SECONDS),
             sent_at__gt=now - timedelta(seconds=settings.OUTBOX_LOST_LOOKBACK_SECONDS),
         )
-        .exclude(Exists(TaskRun.objects.filter(task_id=OuterRef("pk"))))
+        # never started; or re-published for a dead worker (TaskRun lost) and lost again since
+        .exclude(Exists(TaskRun.objects.filter(task_id=OuterRef("pk")).exclude(state=TaskRun.State.LOST)))
         .values_list("id", "queue")[:2000]
     )
     if not candidates:

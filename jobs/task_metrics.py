@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 TASK_EVENTS = Counter(
     "taskyard_tasks_total",
-    "Task events by outcome: started, succeeded, retried, failed, dead_lettered, duplicate, rescheduled.",
+    "Task events by outcome: started, succeeded, retried, failed, dead_lettered, duplicate, rescheduled, cancelled.",
     ["task", "outcome"],
 )
 TASK_RUNTIME = Histogram(

@@ -12,7 +12,7 @@ from core.redis import redis_client
 from jobs import dead_letters, reaper
 from jobs.base_task import BaseTask
 from jobs.django_tasks import runner  # noqa: F401 - registers jobs.run_django_task and its hooks
-from jobs.models import DeadLetter, OutboxMessage, TaskRun
+from jobs.models import DeadLetter, Flow, OutboxMessage, TaskRun
 from jobs.policy import RetryPolicy
 from jobs.queues import Queue
 
@@ -78,11 +78,13 @@ def dead_letter_digest() -> int:
 
 @shared_task(base=BaseTask, name="jobs.purge_outbox", queue=Queue.DEFAULT, policy=HOUSEKEEPING)
 def purge_outbox() -> int:
-    """Delete sent outbox rows and finished task runs older than the retention period."""
+    """Delete sent outbox rows, finished task runs and finished flows older than the retention period."""
     cutoff = timezone.now() - timedelta(days=settings.OUTBOX_RETENTION_DAYS)
     sent, _ = OutboxMessage.objects.filter(sent_at__lt=cutoff).delete()
     runs, _ = TaskRun.objects.filter(finished_at__lt=cutoff).delete()
-    return sent + runs
+    # A flow goes with its steps and nested flows; a nested flow only with the flow it is part of.
+    flows, _ = Flow.objects.filter(finished_at__lt=cutoff, parent_step__isnull=True).delete()
+    return sent + runs + flows
 
 
 @shared_task(base=BaseTask, name="jobs.purge_idempotency_keys", queue=Queue.DEFAULT, policy=HOUSEKEEPING)

@@ -26,7 +26,7 @@ from django.db import DatabaseError, close_old_connections
 
 from core import metrics, request_id
 from core.redis import redis_client
-from jobs import execution
+from jobs import cancellation, execution
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +63,11 @@ def _track_received(request: Any = None, **_: Any) -> None:
 def _beat_once() -> None:
     """The database heartbeat first, on its own: staleness is judged from it, and a Redis outage
     (workers keep running on a RabbitMQ broker) must not let healthy runs look dead."""
-    runs = [
-        (str(r.id), execution.process_name(r.worker_pid))
-        for r in list(worker_state.active_requests)
-        if r.worker_pid  # accepted by a pool child
-    ]
+    running = list(worker_state.active_requests)
+    runs = [(str(r.id), execution.process_name(r.worker_pid)) for r in running if r.worker_pid]
     try:
-        execution.heartbeat(runs)
+        execution.heartbeat(runs)  # only the runs accepted by a pool child
+        cancellation.interrupt_cancelled(running)  # stop what was cancelled (jobs/cancellation.py)
     except DatabaseError:
         logger.warning("database heartbeat failed; retrying", exc_info=True)
         close_old_connections()

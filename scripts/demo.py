@@ -3,7 +3,7 @@
 Run it against a running stack (`make run` in another terminal). It reads the demo user's
 credentials from var/demo-credentials.json (written by `make run`) or DEMO_TOKEN /
 DEMO_USERNAME / DEMO_PASSWORD, and the addresses from WEB_URL, SMTP_SINK_URL,
-KYC_VENDOR_URL, FLOWER_URL (defaults: the ports `make run` uses). Every step checks what
+KYC_VENDOR_URL, PAYMENT_PROVIDER_URL, FLOWER_URL (defaults: the ports `make run` uses). Every step checks what
 it claims; the exit code is 1 if any step did not behave as stated, so the demo doubles
 as a smoke test (tests/test_demo.py runs it against a started stack).
 """
@@ -27,6 +27,7 @@ WEB = os.environ.get("WEB_URL", "http://127.0.0.1:8000")
 SINK = os.environ.get("SMTP_SINK_URL", "http://127.0.0.1:1080")
 VENDOR = os.environ.get("KYC_VENDOR_URL", "http://127.0.0.1:8025")
 FLOWER = os.environ.get("FLOWER_URL", "http://127.0.0.1:5555")
+PAYMENTS = os.environ.get("PAYMENT_PROVIDER_URL", "http://127.0.0.1:8027")
 ORDER = {"lines": [{"sku": "MUG-RED", "quantity": 2, "unit_price": "9.99", "currency": "EUR"}]}
 
 
@@ -86,6 +87,23 @@ class Demo:
 
     def vendor(self, **settings: Any) -> None:
         requests.post(f"{VENDOR}/control", data=json.dumps(settings), timeout=5).raise_for_status()
+
+    def payments(self, **settings: Any) -> None:
+        requests.post(f"{PAYMENTS}/control", data=json.dumps(settings), timeout=5).raise_for_status()
+
+    def polled(self, url: str, what: str, *wanted: str, timeout: float = 60) -> dict[str, Any]:
+        """GET `url` until its `state` is one of `wanted`."""
+
+        def check() -> dict[str, Any] | None:
+            body = self.api.get(url, timeout=10).json()
+            return body if body["state"] in wanted else None
+
+        return dict(wait_for(f"{what} to be {' or '.join(wanted)}", check, timeout=timeout))
+
+    def admin_action(self, admin: requests.Session, changelist: str, action: str, pk: str, note: str) -> None:
+        form = {"action": action, "_selected_action": pk, "confirm": "yes", "note": note}
+        form["csrfmiddlewaretoken"] = admin.cookies["csrftoken"]
+        admin.post(changelist, data=form, headers={"Referer": changelist}, timeout=10).raise_for_status()
 
     def admin(self) -> requests.Session:
         """A logged-in admin session (the demo user is staff), with its CSRF token."""
@@ -246,6 +264,51 @@ class Demo:
         rows = self.api.get(f"{WEB}{job['result_url']}", timeout=30).content.count(b"\n") - 1
         return f"202 -> job {job['id']} -> {rows} rows -> {WEB}{job['result_url']}"
 
+    def fulfilment(self) -> str:
+        order = self.api.post(f"{WEB}/api/orders", json=ORDER, timeout=10).json()
+        self.api.post(f"{WEB}/api/orders/{order['id']}/pay", timeout=10).raise_for_status()
+        self.payments(decline=[order["number"]])  # the provider declines this order's card
+        key = {"Idempotency-Key": f"demo-fulfil-{uuid.uuid4()}"}
+        response = self.api.post(f"{WEB}/api/orders/{order['id']}/fulfil", headers=key, timeout=10)
+        if response.status_code != 202:
+            raise StepFailed(f"fulfil answered {response.status_code}: {response.text[:200]}")
+        flow_url = f"{WEB}{response.headers['Location']}"
+        failed = {s["name"]: s for s in self.polled(flow_url, "the flow", "failed", "succeeded")["steps"]}
+        capture, ship = failed["capture-payment"], failed["ship-order"]
+        if (capture["error_code"], ship["state"]) != ("payment-declined", "cancelled"):
+            raise StepFailed(f"expected a declined capture and no shipping: {capture}, {ship}")
+        self.payments(decline=[])  # the card works again: retry the failed step from the admin
+        admin, changelist = self.admin(), f"{WEB}/admin/jobs/flowstep/"
+        listing = admin.get(
+            changelist, params={"q": flow_url.rsplit("/", 1)[1], "state__exact": "failed"}, timeout=10
+        )
+        [step] = set(re.findall(r"/admin/jobs/flowstep/(\d+)/change/", listing.text))
+        self.admin_action(admin, changelist, "retry", step, "demo: the customer updated the card")
+        self.polled(flow_url, "the retried flow", "succeeded")
+        message_id = f"<order_shipped.order-{order['id']}@taskyard.test>"
+        wait_for("the shipped email", lambda: self.sink_messages(message_id))
+        charges = (
+            requests.get(f"{PAYMENTS}/stats", timeout=5).json()["captures_by_reference"].get(order["number"])
+        )
+        if charges != 1:
+            raise StepFailed(f"{order['number']} was captured {charges} times at the provider")
+        return (
+            f"202 -> {flow_url}: capture-payment declined (payment-declined), ship-order cancelled, "
+            f"flow failed -> step retried from the admin -> succeeded; 1 capture, shipped email in the sink"
+        )
+
+    def cancelled_export(self) -> str:
+        for _ in range(20):  # their invoice PDFs queue ahead of the export
+            self.api.post(f"{WEB}/api/orders", json=ORDER, timeout=10).raise_for_status()
+        job_url = f"{WEB}{self.api.post(f'{WEB}/api/orders/export', timeout=10).headers['Location']}"
+        cancel = self.api.post(f"{job_url}/cancel", timeout=10)
+        if cancel.status_code != 202:
+            raise StepFailed(f"cancel answered {cancel.status_code}: {cancel.text[:200]}")
+        job = self.polled(job_url, "the export job", "cancelled", "succeeded", "dead")
+        if job["state"] != "cancelled" or job["result_url"]:
+            raise StepFailed(f"the export ended {job['state']}")
+        return f"202 -> job {job['id']} -> cancel 202 -> cancelled, no file; a worker restart would not revive it"
+
     def fx(self) -> str:
         runs = []
         for _ in range(2):
@@ -298,6 +361,8 @@ class Demo:
             ("a KYC upload, checked by the vendor", self.kyc_approved),
             ("a KYC upload the vendor rejects for good", self.kyc_dead_letter),
             ("an export job, with live progress", self.export),
+            ("order fulfilment as a flow: payment declined, step retried", self.fulfilment),
+            ("an export job, cancelled", self.cancelled_export),
             ("the FX sync, twice in one slot", self.fx),
             ("what moved (metrics, Flower)", self.figures),
         ]:

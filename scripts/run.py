@@ -33,6 +33,7 @@ PORTS = {
     "FX_PROVIDER_PORT": 8026,
     "OTLP_COLLECTOR_PORT": 4318,
     "SPOTLIGHT_PORT": 8969,
+    "PAYMENT_PROVIDER_PORT": 8027,
 }
 SPOTLIGHT = ROOT / "scripts" / "spotlight" / "node_modules" / "@spotlightjs" / "spotlight"
 
@@ -119,6 +120,7 @@ def main() -> None:
     env.setdefault("SMTP_SINK_DIR", str(VAR / "smtp-sink"))
     env.setdefault("KYC_VENDOR_URL", f"http://127.0.0.1:{env['KYC_VENDOR_PORT']}")
     env.setdefault("FX_PROVIDER_URL", f"http://127.0.0.1:{env['FX_PROVIDER_PORT']}")
+    env.setdefault("PAYMENT_PROVIDER_URL", f"http://127.0.0.1:{env['PAYMENT_PROVIDER_PORT']}")
     env.setdefault("FLOWER_BASIC_AUTH", flower_auth())
     processes = procfile_processes()
     if SPOTLIGHT.exists() and shutil.which("node"):
@@ -144,6 +146,7 @@ def main() -> None:
     manage(env, "setup_periodic_tasks")
     manage(env, "collectstatic", "--noinput")
     demo = json.loads(manage(env, "ensure_demo_user").strip().splitlines()[-1])
+    manage(env, "ensure_demo_stock")  # the SKUs the demo orders, so they can be fulfilled
     web = f"http://127.0.0.1:{env['WEB_PORT']}"
     flower_user, flower_password = env["FLOWER_BASIC_AUTH"].split(":", 1)
     say("-" * 72)
@@ -157,6 +160,7 @@ def main() -> None:
         say(
             f"traces        http://127.0.0.1:{env['SPOTLIGHT_PORT']}/   (Spotlight: traces and errors; docs/tracing.md)"
         )
+    say(f"payments      {env['PAYMENT_PROVIDER_URL']}/   (the payment provider fake's captures)")
     say("-" * 72)
     honcho = str(Path(sys.executable).parent / "honcho")
     argv = [honcho, "-f", str(ROOT / "Procfile.dev"), "start", *processes]

@@ -155,6 +155,29 @@ class Proc:
             raise AssertionError(f"{self.name} exited early:\n{self.log()[-3000:]}")
 
 
+@dataclass
+class HttpFake:
+    """A fake (fakes/) started as a real process: its URL, /control, /stats and /reset."""
+
+    proc: Proc
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def control(self, **changes: Any) -> dict[str, Any]:
+        response = requests.post(f"{self.url}/control", json=changes, timeout=5)
+        response.raise_for_status()
+        return dict(response.json())
+
+    def stats(self, **params: str) -> dict[str, Any]:
+        return dict(requests.get(f"{self.url}/stats", params=params, timeout=5).json())
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/reset", timeout=5).raise_for_status()
+
+
 def redis_client() -> redis.Redis:
     return redis.Redis.from_url(settings.REDIS_URL)
 

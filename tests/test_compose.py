@@ -12,8 +12,8 @@ def compose() -> dict:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
-def procfile() -> dict[str, str]:
-    lines = (ROOT / "Procfile").read_text().splitlines()
+def procfile(name: str = "Procfile") -> dict[str, str]:
+    lines = (ROOT / name).read_text().splitlines()
     return dict(line.split(": ", 1) for line in lines if line and not line.startswith("#"))
 
 
@@ -35,6 +35,23 @@ def test_every_procfile_process_has_a_service():
     services = compose()["services"]
     for process in procfile():
         assert process in services, f"Procfile process {process} has no compose service"
+
+
+def test_every_local_fake_runs_in_compose_and_the_app_reaches_it():
+    services = compose()["services"]
+    fakes = {name for name, command in procfile("Procfile.dev").items() if "fakes." in command}
+    assert fakes == {"smtp_sink", "kyc_vendor", "fx_provider", "payment_provider", "otel_collector"}
+    assert fakes <= set(services)
+    env = services["web"]["environment"]
+    assert env["EMAIL_HOST"] == "smtp_sink"
+    for variable, service in (
+        ("KYC_VENDOR_URL", "kyc_vendor"),
+        ("FX_PROVIDER_URL", "fx_provider"),
+        ("PAYMENT_PROVIDER_URL", "payment_provider"),
+    ):
+        port = env[variable].rsplit(":", 1)[1]
+        assert env[variable] == f"http://{service}:{port}"
+        assert services[service]["command"][-1] == port
 
 
 def test_long_running_processes_have_health_checks():

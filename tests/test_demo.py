@@ -7,6 +7,7 @@ import pytest
 from django.contrib.auth.models import User
 from rest_framework.authtoken.models import Token
 
+from fulfilment.models import StockItem
 from tests.conftest import start_sink
 from tests.harness import ROOT, free_port, wait_until
 
@@ -28,6 +29,11 @@ def test_the_demo_walks_through_every_step(isolated, tmp_path):
     token = Token.objects.create(user=user)
     sink = start_sink(isolated, tmp_path / "sink")
     vendor_port, fx_port, web_port, flower_port = free_port(), free_port(), free_port(), free_port()
+    payments_port = free_port()
+    StockItem.objects.create(sku="MUG-RED", available=10_000)  # what `make run` seeds
+    isolated.spawn(
+        "payments", [sys.executable, "-m", "fakes.payment_provider", "--port", str(payments_port)]
+    ).wait_for_log("payment provider")
     isolated.spawn("kyc-vendor", [sys.executable, "-m", "fakes.kyc_vendor", "--port", str(vendor_port)])
     isolated.spawn("fx", [sys.executable, "-m", "fakes.fx_provider", "--port", str(fx_port)]).wait_for_log(
         "fx provider"
@@ -36,6 +42,7 @@ def test_the_demo_walks_through_every_step(isolated, tmp_path):
         EMAIL_PORT=str(sink.smtp_port),
         KYC_VENDOR_URL=f"http://127.0.0.1:{vendor_port}",
         FX_PROVIDER_URL=f"http://127.0.0.1:{fx_port}",
+        PAYMENT_PROVIDER_URL=f"http://127.0.0.1:{payments_port}",
         KYC_POLL_INTERVAL_SECONDS="1",
         FLOWER_BASIC_AUTH="ops:demo-flower-pw",
     )
@@ -81,5 +88,5 @@ def test_the_demo_walks_through_every_step(isolated, tmp_path):
     )
     # then every step behaved as it says
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("\u2713") == 10, result.stdout
+    assert result.stdout.count("\u2713") == 12, result.stdout
     assert "done" in result.stdout

@@ -24,6 +24,7 @@ PRODUCT = [
     "orders",
     "kyc",
     "fx",
+    "fulfilment",
     "notifications",
     "fakes",
     "scripts",
@@ -32,7 +33,9 @@ PRODUCT = [
 ]
 # Pages that point at code by path; every such path must exist.
 NAMING_CODE = [README, DOCS / "architecture.md", DOCS / "writing-a-task.md"]
-TOP_LEVEL = r"(?:config|core|jobs|orders|kyc|fx|notifications|fakes|scripts|bench|tests|deploy|docs)"
+TOP_LEVEL = (
+    r"(?:config|core|jobs|orders|kyc|fx|fulfilment|notifications|fakes|scripts|bench|tests|deploy|docs)"
+)
 
 FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")

@@ -1,6 +1,7 @@
 """Dependencies point one way (docs/architecture.md): a test reads every import of product code.
 
     domain apps (orders, kyc, fx) -> notifications, jobs, core   (orders also reads fx)
+    fulfilment (a domain app)     -> notifications, jobs, core, and orders' selectors only
     notifications                 -> jobs, core
     jobs                          -> core
     core                          -> nothing of ours
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OURS = {"config", "core", "jobs", "notifications", "orders", "kyc", "fx", "fakes"}
+OURS = {"config", "core", "jobs", "notifications", "orders", "kyc", "fx", "fulfilment", "fakes"}
 ALLOWED: dict[str, set[str]] = {
     "core": set(),
     "jobs": {"core"},
@@ -24,6 +25,8 @@ ALLOWED: dict[str, set[str]] = {
     "fx": {"core", "jobs"},
     "kyc": {"core", "jobs", "notifications"},
     "orders": {"core", "jobs", "notifications", "fx"},
+    # Fulfilment reads orders through orders.selectors only (docs/adr/0006-fulfilment-app.md).
+    "fulfilment": {"core", "jobs", "notifications", "orders"},
     "fakes": set(),
     "config": OURS - {"config", "fakes"},
 }
@@ -59,6 +62,19 @@ def test_imports_follow_the_allowed_direction(package):
         target: files for target, files in edges().get(package, {}).items() if target not in ALLOWED[package]
     }
     assert not forbidden, f"{package} may import only {sorted(ALLOWED[package])}; found {forbidden}"
+
+
+def test_fulfilment_reads_orders_through_its_selectors_only():
+    reached = {
+        target
+        for module, targets in module_graph().items()
+        if module.startswith("fulfilment.")
+        for target in targets
+        if target.split(".")[0] == "orders"
+    }
+    assert reached <= {"orders.selectors"}, (
+        f"fulfilment may use orders.selectors only; found {sorted(reached)}"
+    )
 
 
 def test_the_allowed_graph_has_no_cycle():

@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "orders",
     "kyc",
     "fx",
+    "fulfilment",
 ]
 
 MIDDLEWARE = [
@@ -397,6 +398,16 @@ KYC_RETENTION_DAYS = env.int("KYC_RETENTION_DAYS", default=30)
 _private_storage = STORAGES["default"]
 if isinstance(_private_storage, dict) and isinstance(_private_storage.get("OPTIONS"), dict):
     _private_storage["OPTIONS"].update(file_permissions_mode=0o600, directory_permissions_mode=0o700)
+
+# --- Fulfilment -------------------------------------------------------------
+# The payment provider (fakes/payment_provider.py locally): every call has a connect and a
+# read timeout, and an Idempotency-Key, so a retried capture never charges twice.
+PAYMENT_PROVIDER_URL = env("PAYMENT_PROVIDER_URL", default="http://127.0.0.1:8027")
+PAYMENT_PROVIDER_API_KEY = env(
+    "PAYMENT_PROVIDER_API_KEY", default=""
+)  # sent as "Authorization: Bearer <key>"
+PAYMENT_PROVIDER_CONNECT_TIMEOUT = env.float("PAYMENT_PROVIDER_CONNECT_TIMEOUT", default=3.05)  # seconds
+PAYMENT_PROVIDER_READ_TIMEOUT = env.float("PAYMENT_PROVIDER_READ_TIMEOUT", default=15.0)  # seconds
 
 # --- Django tasks -----------------------------------------------------------
 # Django's task API (`@task` + `.enqueue()`) on the outbox and the Celery workers

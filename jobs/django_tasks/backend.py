@@ -280,6 +280,7 @@ _STATUS = {
     TaskRun.State.RESCHEDULED: TaskResultStatus.READY,
     TaskRun.State.LOST: TaskResultStatus.READY,  # the reaper re-publishes it
     TaskRun.State.DEAD: TaskResultStatus.FAILED,
+    TaskRun.State.CANCELLED: TaskResultStatus.FAILED,  # its Job was cancelled (django.tasks has no such status)
 }
 
 

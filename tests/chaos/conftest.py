@@ -177,8 +177,7 @@ class ChaosStack:
             REDIS_URL=self.redis.url,
             CELERY_BROKER_URL=self.broker_url,
             # Defaults where they decide the figures (heartbeats, reaper); faster elsewhere.
-            OUTBOX_LOST_AFTER_SECONDS="10",
-            **self.env,
+            **{"OUTBOX_LOST_AFTER_SECONDS": "10", **self.env},
         )
         self.sink = start_sink(self.procs, self.base / "sink")
         self.procs.base_env["EMAIL_PORT"] = str(self.sink.smtp_port)

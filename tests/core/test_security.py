@@ -10,10 +10,13 @@ import uuid
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.db import transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from core import problems
+from jobs.flows.definition import Step
+from jobs.flows.services import flow_start
 from jobs.services import job_create
 from tests.conftest import client_for
 from tests.harness import ROOT, child_env
@@ -147,6 +150,9 @@ def owned_objects(owner) -> dict[str, object]:
 
     order = Order.objects.create(owner=owner, currency="EUR", total=1)
     objects: dict[str, object] = {"order_id": order.pk, "job_id": job_create(owner=owner, kind="probe").pk}
+    with transaction.atomic():
+        step = Step("a", "probe.record", kwargs={"key": "a"})
+        objects["flow_id"] = flow_start(kind="probe", owner=owner, steps=[step]).pk
     try:
         from kyc.models import Submission
 

@@ -1,25 +1,22 @@
 """The KYC vendor fake as a real subprocess, the session stack pointed at it, and documents."""
 
 import io
-import json
 import os
 import shutil
 import struct
 import sys
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from PIL import Image
 
 from tests.conftest import Stack
-from tests.harness import Proc, Processes, free_port
+from tests.harness import HttpFake, Processes, free_port
 
 # The session worker's KYC settings: no rate limit to speak of, quick polls and retries.
 FLOW_ENV = {
@@ -33,29 +30,12 @@ FLOW_ENV = {
 DECISION_DELAY = 0.5  # the fake decides half a second after a submit: the first poll usually finds it
 
 
-@dataclass
-class KycVendor:
-    proc: Proc
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def control(self, **changes: Any) -> dict[str, Any]:
-        response = requests.post(f"{self.url}/control", data=json.dumps(changes), timeout=5)
-        response.raise_for_status()
-        return dict(response.json())
-
-    def stats(self, window: float | None = None) -> dict[str, Any]:
-        params = {"window": str(window)} if window else {}
-        return dict(requests.get(f"{self.url}/stats", params=params, timeout=5).json())
+class KycVendor(HttpFake):
+    def stats(self, window: float | None = None) -> dict[str, Any]:  # type: ignore[override]
+        return super().stats(**({"window": str(window)} if window else {}))
 
     def submits_for(self, submission_id: Any) -> int:
         return int(self.stats()["submits_by_key"].get(str(submission_id), 0))
-
-    def reset(self) -> None:
-        requests.post(f"{self.url}/reset", timeout=5).raise_for_status()
 
 
 def start_vendor(procs: Processes, *args: str) -> KycVendor:
