@@ -25,8 +25,7 @@ from tests.isolation import release_run_resources
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not hasattr(session.config, "workerinput"):  # xdist workers share the controller's claim
-        release_run_resources(settings.REDIS_URL)
+    release_run_resources(settings.REDIS_URL)  # each xdist worker releases its own claim
 
 
 @pytest.fixture(autouse=True)

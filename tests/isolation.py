@@ -14,6 +14,7 @@ import redis
 
 RUN_ID_VAR = "TASKYARD_TEST_RUN_ID"
 REDIS_DB_VAR = "TASKYARD_TEST_REDIS_DB"
+OWNER_VAR = "TASKYARD_TEST_RUN_OWNER"  # the pytest process that claimed them: an xdist worker id, or ""
 CLAIM_TTL_SECONDS = 3 * 60 * 60  # longer than any suite; a killed run frees its DB by itself
 
 
@@ -23,11 +24,19 @@ def _with_db(url: str, db: int) -> str:
 
 
 def claim_run_resources(redis_url: str) -> tuple[str, str]:
-    """Return (run_id, redis_url_for_this_run), claiming them on first call of a run."""
+    """Return (run_id, redis_url_for_this_run), claiming them on first call of a run.
+
+    With pytest-xdist each worker (gw0, gw1, ...) claims its own, so workers running tests side by
+    side never share a database, a broker or a Redis key; the processes a test starts inherit the
+    claim of the worker that started them through the environment.
+    """
+    me = os.environ.get("PYTEST_XDIST_WORKER", "")
     run_id = os.environ.get(RUN_ID_VAR)
     db = os.environ.get(REDIS_DB_VAR)
-    if run_id and db:
+    if run_id and db and os.environ.get(OWNER_VAR, "") == me:
         return run_id, _with_db(redis_url, int(db))
+    if run_id:  # inherited from the xdist controller: so is its metrics directory, not ours
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
     run_id = uuid.uuid4().hex[:10]
     admin = redis.Redis.from_url(_with_db(redis_url, 0))
     for candidate in range(1, 16):
@@ -36,6 +45,7 @@ def claim_run_resources(redis_url: str) -> tuple[str, str]:
             redis.Redis.from_url(own).flushdb()  # leftovers from a killed run
             os.environ[RUN_ID_VAR] = run_id
             os.environ[REDIS_DB_VAR] = str(candidate)
+            os.environ[OWNER_VAR] = me
             return run_id, own
     raise RuntimeError(
         "All Redis DB numbers 1-15 are claimed by other test runs "

@@ -46,6 +46,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/chaos/" in str(item.fspath):
             item.add_marker(pytest.mark.chaos)
+            # Under pytest-xdist the scenarios run one after another on one worker (`--dist
+            # loadgroup`): two of them at once would make each other's recovery times.
+            item.add_marker(pytest.mark.xdist_group("chaos"))
 
 
 def record_result(scenario: str, **figures: Any) -> None:
