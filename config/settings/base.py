@@ -164,6 +164,12 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
+# KYC identity documents (and every other private file) readable by the app's user only.
+_private_storage = STORAGES["default"]
+if isinstance(_private_storage, dict) and isinstance(_private_storage.get("OPTIONS"), dict):
+    _private_storage["OPTIONS"].update(file_permissions_mode=0o600, directory_permissions_mode=0o700)
+
+
 # --- REST API ---------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -326,12 +332,6 @@ OUTBOX_LOST_AFTER_SECONDS = env.float("OUTBOX_LOST_AFTER_SECONDS", default=30.0)
 OUTBOX_LOST_LOOKBACK_SECONDS = env.float("OUTBOX_LOST_LOOKBACK_SECONDS", default=3600.0)
 # Idempotency-Key: how long a key's first response is replayed.
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
-# Orders: an unpaid order is cancelled this long after creation (a delayed outbox row).
-ORDERS_AUTO_CANCEL_MINUTES = env.float("ORDERS_AUTO_CANCEL_MINUTES", default=30)
-ORDERS_DEFAULT_DISPLAY_CURRENCY = env("ORDERS_DEFAULT_DISPLAY_CURRENCY", default="EUR")
-ORDERS_EXPORT_CHUNK_SIZE = env.int("ORDERS_EXPORT_CHUNK_SIZE", default=500)
-# What order_create enqueues. Only bench/ swaps this, to measure other designs side by side.
-ORDERS_ENQUEUE_WORK = env("ORDERS_ENQUEUE_WORK", default="orders.services.enqueue_order_work")
 # Dead-letter alerts: at most one email per fingerprint per window.
 DEAD_LETTER_ALERT_WINDOW_SECONDS = env.int("DEAD_LETTER_ALERT_WINDOW_SECONDS", default=3600)
 # Periodic schedules, defined in code (config/schedules.py) and synced by setup_periodic_tasks.
@@ -347,17 +347,6 @@ FLOWER_DB = Path(env("FLOWER_DB", default=str(BASE_DIR / "var" / "flower.db")))
 FLOWER_REQUIRE_AUTH = env.bool("FLOWER_REQUIRE_AUTH", default=True)
 FLOWER_MIN_PASSWORD_LENGTH = 16  # `make run` generates 16 characters
 
-# --- FX ---------------------------------------------------------------------
-# The FX-rate provider (fakes/fx_provider.py locally) and the hourly sync (fx.sync_rates).
-FX_PROVIDER_URL = env("FX_PROVIDER_URL", default="http://127.0.0.1:8026")
-FX_PROVIDER_CONNECT_TIMEOUT = env.float("FX_PROVIDER_CONNECT_TIMEOUT", default=3.0)  # seconds
-FX_PROVIDER_READ_TIMEOUT = env.float("FX_PROVIDER_READ_TIMEOUT", default=10.0)  # seconds
-# The provider is asked for this base; every other pair is a cross rate through it.
-FX_BASE_CURRENCY = env("FX_BASE_CURRENCY", default="EUR")
-FX_CURRENCIES = env.list("FX_CURRENCIES", default=["EUR", "USD", "GBP", "CHF", "JPY", "SEK"])
-# Rates whose last successful sync is older than this are stale (fx.selectors.rates_are_stale).
-FX_STALE_AFTER_SECONDS = env.int("FX_STALE_AFTER_SECONDS", default=2 * 60 * 60)
-
 # --- Sentry -----------------------------------------------------------------
 SENTRY_DSN = env("SENTRY_DSN", default="")
 if SENTRY_DSN:
@@ -370,45 +359,6 @@ if SENTRY_DSN:
         traces_sample_rate=env.float("SENTRY_TRACES_SAMPLE_RATE", default=0.0),
     )
 
-# --- KYC --------------------------------------------------------------------
-# Vendor (fakes/kyc_vendor.py locally): every call has a connect and a read timeout.
-KYC_VENDOR_URL = env("KYC_VENDOR_URL", default="http://127.0.0.1:8025")
-KYC_VENDOR_API_KEY = env("KYC_VENDOR_API_KEY", default="")  # sent as "Authorization: Token <key>" if set
-KYC_VENDOR_CONNECT_TIMEOUT = env.float("KYC_VENDOR_CONNECT_TIMEOUT", default=3.05)  # seconds
-KYC_VENDOR_READ_TIMEOUT = env.float("KYC_VENDOR_READ_TIMEOUT", default=20.0)  # seconds
-# The vendor's limit, for all workers together (a Redis token bucket, core/ratelimit.py):
-# at most N calls in any window of W seconds; up to BURST of them at once, the rest evenly.
-KYC_VENDOR_RATE_PER_MINUTE = env.int("KYC_VENDOR_RATE_PER_MINUTE", default=100)  # N
-KYC_VENDOR_RATE_WINDOW_SECONDS = env.float("KYC_VENDOR_RATE_WINDOW_SECONDS", default=60.0)  # W
-KYC_VENDOR_RATE_BURST = env.int("KYC_VENDOR_RATE_BURST", default=10)
-# kyc.run_check: first retry after up to this many seconds, doubling (full jitter, capped at 10 min).
-KYC_RETRY_BACKOFF_BASE_SECONDS = env.float("KYC_RETRY_BACKOFF_BASE_SECONDS", default=2.0)
-# The result is polled (docs/adr): one GET this often, until a decision or the maximum.
-KYC_POLL_INTERVAL_SECONDS = env.float("KYC_POLL_INTERVAL_SECONDS", default=30.0)
-KYC_POLL_MAX_COUNT = env.int("KYC_POLL_MAX_COUNT", default=2880)  # 24 h at 30 s; then failed (DLQ)
-# Uploads: sizes are enforced while the body streams in; types are sniffed from the bytes.
-KYC_MAX_FILE_BYTES = env.int("KYC_MAX_FILE_BYTES", default=10 * 1024 * 1024)
-KYC_MAX_FILES = env.int("KYC_MAX_FILES", default=5)
-KYC_IMAGE_MIN_SIDE = env.int("KYC_IMAGE_MIN_SIDE", default=200)  # pixels, each side
-KYC_IMAGE_MAX_SIDE = env.int("KYC_IMAGE_MAX_SIDE", default=12_000)
-KYC_IMAGE_MAX_PIXELS = env.int("KYC_IMAGE_MAX_PIXELS", default=50_000_000)  # decompression bombs
-# Documents are deleted this many days after the final decision (kyc.purge_documents, hourly).
-KYC_RETENTION_DAYS = env.int("KYC_RETENTION_DAYS", default=30)
-# Identity documents (and every other private file) readable by the app's user only.
-_private_storage = STORAGES["default"]
-if isinstance(_private_storage, dict) and isinstance(_private_storage.get("OPTIONS"), dict):
-    _private_storage["OPTIONS"].update(file_permissions_mode=0o600, directory_permissions_mode=0o700)
-
-# --- Fulfilment -------------------------------------------------------------
-# The payment provider (fakes/payment_provider.py locally): every call has a connect and a
-# read timeout, and an Idempotency-Key, so a retried capture never charges twice.
-PAYMENT_PROVIDER_URL = env("PAYMENT_PROVIDER_URL", default="http://127.0.0.1:8027")
-PAYMENT_PROVIDER_API_KEY = env(
-    "PAYMENT_PROVIDER_API_KEY", default=""
-)  # sent as "Authorization: Bearer <key>"
-PAYMENT_PROVIDER_CONNECT_TIMEOUT = env.float("PAYMENT_PROVIDER_CONNECT_TIMEOUT", default=3.05)  # seconds
-PAYMENT_PROVIDER_READ_TIMEOUT = env.float("PAYMENT_PROVIDER_READ_TIMEOUT", default=15.0)  # seconds
-
 # --- Django tasks -----------------------------------------------------------
 # Django's task API (`@task` + `.enqueue()`) on the outbox and the Celery workers
 # (jobs/django_tasks/; docs/django-tasks.md). QUEUES: every declared queue.
@@ -420,3 +370,6 @@ TASKS = {
         "OPTIONS": {"MAX_RETURN_VALUE_BYTES": 64 * 1024},
     }
 }
+
+# --- The domain apps' settings (orders, FX, KYC, fulfilment) ---------------------
+from config.settings.apps import *  # noqa: E402, F403
