@@ -14,6 +14,7 @@ from jobs.models import TaskRun
 from tests.chaos.stack import ChaosStack, Load
 from tests.harness import Proc, children_of, wait_until
 
+RATE = 5.0  # requests/s of the load: one worker of two children keeps up on 2 shared cores
 RECOVERY_LIMIT = 30.0  # seconds from a kill until every task the killed worker held finished
 
 
@@ -109,12 +110,14 @@ def recovery_seconds(task_ids: set[str], killed_at: float, timeout: float = 90) 
 
 
 def kill_rounds(
-    stack: ChaosStack, load: Load, *, rounds: int, kill: Callable[[Proc], object], orders_between: int = 30
+    stack: ChaosStack, load: Load, kills: list[Callable[[Proc], object]], *, orders_between: int = 15
 ) -> tuple[list[int], list[float]]:
-    """Kill the newest worker `rounds` times while a task runs on it, starting a new worker each
-    time. Returns the tasks in flight at each kill and each kill's recovery time."""
-    in_flight_at_kills, recoveries = [], []
-    for round_ in range(rounds):
+    """Kill the newest worker once per entry of `kills`, each time while a task runs on it, and
+    start a new worker each time. The kills come back to back (a kill's recovery overlaps the
+    next one: it is measured per kill all the same). Returns the tasks running at each kill and
+    each kill's recovery time."""
+    in_flight_at_kills, pending = [], []
+    for round_, kill in enumerate(kills):
         wait_for_orders(load, orders_between)
         worker = stack.workers[-1]
         running = freeze_mid_task(worker)
@@ -122,8 +125,9 @@ def kill_rounds(
         killed_at = time.time()
         kill(worker)
         stack.start_worker(f"after-kill-{round_}")
-        recoveries.append(recovery_seconds(held, killed_at))
+        pending.append((held, killed_at))
         in_flight_at_kills.append(len(running))
+    recoveries = [recovery_seconds(held, killed_at) for held, killed_at in pending]
     assert all(in_flight_at_kills), in_flight_at_kills
     assert max(recoveries) < RECOVERY_LIMIT, recoveries
     return in_flight_at_kills, recoveries

@@ -10,14 +10,13 @@ from django.db import connection
 from tests.chaos.conftest import record_result
 from tests.chaos.effects import figures_of, verify
 from tests.chaos.proxy import TcpProxy
-from tests.chaos.scenario import outage, wait_for_orders
+from tests.chaos.scenario import RATE, outage, wait_for_orders
 from tests.harness import cpu_seconds
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BROKER_OUTAGE = 30.0  # seconds
 CPU_LIMIT = 0.05  # share of one core an idle relay may use while the broker is away
-RATE = 5.0  # orders/s: the backlog of a 30 s outage is what the scenario's drain time pays for
 
 
 def test_broker_down_30_seconds_with_two_relays_under_load(chaos, user):
@@ -25,7 +24,7 @@ def test_broker_down_30_seconds_with_two_relays_under_load(chaos, user):
     stack.supervise()  # a worker Celery ends when Redis vanishes mid-restore is restarted (kombu#582)
     relays = [stack.relay, stack.start_relay()]
     load = stack.load(user, rate=RATE)
-    wait_for_orders(load, 20)
+    wait_for_orders(load, 10)
     # when the broker (the stack's own redis-server) is stopped for 30 s
     stack.redis.stop()
     before, cpu_before = len(load.accepted), [cpu_seconds(r.pid) for r in relays]
@@ -36,7 +35,7 @@ def test_broker_down_30_seconds_with_two_relays_under_load(chaos, user):
     accepted_while_down = len(load.accepted) - before
     stack.redis.start()
     back_at = time.monotonic()
-    wait_for_orders(load, 20)
+    wait_for_orders(load, 10)
     load.stop()
     drain = stack.wait_idle(timeout=180)
     recovered = time.monotonic() - back_at
@@ -72,8 +71,8 @@ def test_postgresql_unavailable_15_seconds_under_load(chaos, user):
     auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
     try:
         stack = chaos(DATABASE_URL=f"postgres://{auth}@127.0.0.1:{proxy.port}/{db['NAME']}").start(workers=1)
-        load = stack.load(user, rate=10)
-        wait_for_orders(load, 20)
+        load = stack.load(user, rate=RATE)
+        wait_for_orders(load, 10)
         # when PostgreSQL goes away for 15 s: refused, and every open connection reset
         proxy.cut()
         before_accepted, before_failed = len(load.accepted), len(load.failures)
@@ -81,7 +80,7 @@ def test_postgresql_unavailable_15_seconds_under_load(chaos, user):
         refused = len(load.failures) - before_failed
         proxy.restore()
         back_at = time.monotonic()
-        wait_for_orders(load, 20, timeout=60)
+        wait_for_orders(load, 10, timeout=60)
         load.stop()
         drain = stack.wait_idle(timeout=180)
         recovered = time.monotonic() - back_at
@@ -90,14 +89,14 @@ def test_postgresql_unavailable_15_seconds_under_load(chaos, user):
         proxy.stop()
     # then the API answered 503 problem+json while it was away, and accepted again after
     codes = {p.get("code") for p in load.problems}
-    assert refused >= 0.75 * 10 * DB_OUTAGE, refused
+    assert refused >= 0.75 * RATE * DB_OUTAGE, refused
     assert len(load.problems) == len(load.failures), load.failures[:5]  # every refusal was problem+json
     assert codes == {"database-unavailable"}, load.failures[:5]
     assert all(f.startswith("503 ") for f in load.failures)
     record_result(
         "postgresql-down",
         title=f"PostgreSQL unavailable {DB_OUTAGE:.0f} s",
-        what=f"10 orders/s; every process reaches PostgreSQL through a TCP proxy, cut for {DB_OUTAGE:.0f} s "
+        what=f"{RATE:.0f} orders/s; every process reaches PostgreSQL through a TCP proxy, cut for {DB_OUTAGE:.0f} s "
         "(connections refused, open ones reset), then restored",
         **figures,
         **figures_of(

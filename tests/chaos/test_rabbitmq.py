@@ -15,8 +15,8 @@ from jobs import outbox
 from jobs.models import DeadLetter, TaskRun
 from tests.chaos.conftest import kill_group, record_result
 from tests.chaos.effects import figures_of, verify
-from tests.chaos.scenario import kill_rounds, outage, wait_for_orders
-from tests.chaos.test_workers import EVERY, beat_slot_killed_mid_run
+from tests.chaos.scenario import RATE, kill_rounds, outage, wait_for_orders
+from tests.chaos.test_workers import EVERY, beat_slot_killed_mid_run, kill_main
 from tests.harness import require_os_tool, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,8 +38,8 @@ def vhost():
 
 def test_rabbitmq_worker_sigkilled_mid_task_under_load(chaos, user, vhost):
     stack = chaos(vhost, kyc=True).start(workers=1)
-    load = stack.load(user, rate=10, kyc_every=10)
-    at_kills, recoveries = kill_rounds(stack, load, rounds=2, kill=kill_group)
+    load = stack.load(user, rate=RATE, kyc_every=5)
+    at_kills, recoveries = kill_rounds(stack, load, [kill_group, kill_main])
     load.stop()
     drain = stack.wait_idle()
     figures = verify(stack, load, kills=len(at_kills))
@@ -47,7 +47,8 @@ def test_rabbitmq_worker_sigkilled_mid_task_under_load(chaos, user, vhost):
     record_result(
         "rabbitmq-worker-kill",
         title="RabbitMQ: worker `kill -9` mid-task",
-        what="the worker-kill scenario with `CELERY_BROKER_URL=amqp://...` (quorum queues), 2 kills",
+        what="the worker-kill scenario (the group, then the main process only) with "
+        "`CELERY_BROKER_URL=amqp://...` (quorum queues)",
         **figures,
         **figures_of(tasks_running_at_kills=at_kills, recovery_seconds=recoveries, drain_seconds=drain),
     )
@@ -69,8 +70,8 @@ REDIS_OUTAGE = 20.0  # seconds
 
 def test_redis_down_20_seconds_while_rabbitmq_carries_the_tasks(chaos, user, vhost):
     stack = chaos(vhost).start(workers=1)
-    load = stack.load(user, rate=10)
-    wait_for_orders(load, 20)
+    load = stack.load(user, rate=RATE)
+    wait_for_orders(load, 10)
     # when Redis (rate limits, worker records, the reaper's lock) is stopped; RabbitMQ stays up
     stack.redis.stop()
     before = len(load.accepted)
@@ -78,21 +79,21 @@ def test_redis_down_20_seconds_while_rabbitmq_carries_the_tasks(chaos, user, vho
     accepted_while_down = len(load.accepted) - before
     stack.redis.start()
     back_at = time.monotonic()
-    wait_for_orders(load, 20)
+    wait_for_orders(load, 10)
     load.stop()
     drain = stack.wait_idle()
     recovered = time.monotonic() - back_at
     figures = verify(stack, load)
     # then the work went on, and no run was taken as dead: heartbeats go to PostgreSQL
     assert not load.failures, load.failures[:5]
-    assert accepted_while_down >= 0.75 * 10 * REDIS_OUTAGE
+    assert accepted_while_down >= 0.75 * RATE * REDIS_OUTAGE
     assert figures["task_bodies_run_again"] == 0
     assert figures["takeovers"] == 0
     assert all(w.alive() for w in stack.workers)
     record_result(
         "rabbitmq-redis-down",
         title=f"RabbitMQ broker, Redis down {REDIS_OUTAGE:.0f} s",
-        what=f"10 orders/s on RabbitMQ; the suite's redis-server (rate limits, worker records, the reaper's "
+        what=f"{RATE:.0f} orders/s on RabbitMQ; the suite's redis-server (rate limits, worker records, the reaper's "
         f"lock) stopped for {REDIS_OUTAGE:.0f} s, then started again",
         **figures,
         **figures_of(
@@ -106,15 +107,15 @@ def test_rabbitmq_dead_letters_a_poison_message_past_its_delivery_limit(chaos, u
     stack = chaos(vhost, BROKER_DELIVERY_LIMIT="1").start(workers=1)
     consumer = stack.procs.spawn("dead-letters", [sys.executable, "manage.py", "consume_dead_letters"])
     consumer.wait_for_log("consuming dead letters")
-    load = stack.load(user, rate=10)
-    wait_for_orders(load, 10)
+    load = stack.load(user, rate=RATE)
+    wait_for_orders(load, 5)
     with transaction.atomic():
         poison = outbox.enqueue("probe.crash", kwargs={"key": uuid.uuid4().hex})
     assert poison is not None
     dead = wait_until(
         lambda: DeadLetter.objects.filter(task_id=poison).first(), timeout=60, message="the DLX consumer"
     )
-    wait_for_orders(load, 20)
+    wait_for_orders(load, 10)
     load.stop()
     stack.wait_idle()
     figures = verify(stack, load, dead_letters_expected=True)

@@ -16,7 +16,7 @@ from jobs.models import DeadLetter, OutboxMessage, TaskRun
 from tests.chaos.conftest import kill_group, record_result
 from tests.chaos.effects import figures_of, verify
 from tests.chaos.proxy import TcpProxy
-from tests.chaos.scenario import enqueue, probe_records, stopped, wait_for_orders
+from tests.chaos.scenario import RATE, enqueue, probe_records, stopped, wait_for_orders
 from tests.harness import Proc, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,11 +44,11 @@ def test_relay_sigkilled_mid_batch_under_load(chaos, user):
     proxy = TcpProxy(stack.redis.port).start()
     relay_env = {"CELERY_BROKER_URL": stack.redis.url.replace(f":{stack.redis.port}/", f":{proxy.port}/")}
     stack.start(workers=1, relay_env=relay_env)
-    load = stack.load(user, rate=10)
+    load = stack.load(user, rate=RATE)
     leased_at_kills: list[dict] = []
     try:
         for _ in range(2):
-            wait_for_orders(load, 30)
+            wait_for_orders(load, 10)
             proxy.pause()  # the relay's next batch is claimed, then its publish waits on the broker
             leased = wait_until(
                 lambda: leased_while_frozen(stack.relay), timeout=15, message="a claimed batch"
@@ -60,7 +60,7 @@ def test_relay_sigkilled_mid_batch_under_load(chaos, user):
             ).count() == len(leased)
             leased_at_kills.append(leased)
             proxy.resume()
-            wait_for_orders(load, 15)  # the API keeps accepting while no relay runs
+            wait_for_orders(load, 5)  # the API keeps accepting while no relay runs
             stack.relay = stack.start_relay(**relay_env)
         load.stop()
         drain = stack.wait_idle()
@@ -81,7 +81,7 @@ def test_relay_sigkilled_mid_batch_under_load(chaos, user):
     record_result(
         "relay-kill",
         title="relay `kill -9` mid-batch",
-        what=f"10 orders/s; the relay's broker connection hung (a proxy paused) until it held a claimed "
+        what=f"{RATE:.0f} orders/s; the relay's broker connection hung (a proxy paused) until it held a claimed "
         f"batch, then the relay SIGKILLed, twice; orders kept coming in with no relay; lease {RELAY_LEASE:.0f} s",
         **figures,
         **figures_of(
@@ -98,8 +98,8 @@ def test_smtp_down_past_the_retry_budget_then_replay_sends_each_email_once(chaos
     ).start()
     sink_argv = stack.sink.proc.argv
     stack.sink.proc.stop()  # connection refused: a retryable error, until the budget is spent
-    load = stack.load(user, rate=10)
-    wait_for_orders(load, 30)
+    load = stack.load(user, rate=RATE)
+    wait_for_orders(load, 20)
     load.stop()
     emails_dead = wait_until(
         lambda: (
@@ -135,12 +135,12 @@ def test_warm_shutdown_with_tasks_running_and_prefetched(chaos, user):
     keys = [uuid.uuid4().hex for _ in range(8)]
     for key in keys:
         enqueue("probe.sleep", key=key, seconds=1.5)
-    load = stack.load(user, rate=10)
+    load = stack.load(user, rate=RATE)
     wait_until(lambda: any(probe_records(stack, k) for k in keys), timeout=20, message="a slow task to start")
     worker = stack.workers[-1]
     worker.stop(timeout=60)  # SIGTERM: Celery's warm shutdown
     stack.start_worker("after-sigterm")
-    wait_for_orders(load, 20)
+    wait_for_orders(load, 10)
     load.stop()
     drain = stack.wait_idle()
     figures = verify(stack, load)
@@ -151,64 +151,52 @@ def test_warm_shutdown_with_tasks_running_and_prefetched(chaos, user):
     record_result(
         "warm-shutdown",
         title="warm shutdown (SIGTERM)",
-        what="8 slow tasks (1.5 s) queued plus 10 orders/s; SIGTERM to the worker's main process while "
+        what=f"8 slow tasks (1.5 s) queued plus {RATE:.0f} orders/s; SIGTERM to the worker's main process while "
         "busy; a new worker started",
         **figures,
         **figures_of(slow_tasks_completed_once=sum(ends), drain_seconds=drain),
     )
 
 
-def test_poison_task_under_load(chaos, user):
+def test_poison_task_and_hard_time_limit_under_load(chaos, user):
     stack = chaos().start(workers=1)
-    load = stack.load(user, rate=10)
-    wait_for_orders(load, 10)
+    load = stack.load(user, rate=RATE)
+    wait_for_orders(load, 5)
+    # a task that SIGKILLs its own pool process, and one that ignores its soft time limit
     poison = enqueue("probe.crash", key=uuid.uuid4().hex)
+    hang = enqueue("probe.hang", key=uuid.uuid4().hex)
     dead = wait_until(
-        lambda: DeadLetter.objects.filter(task_id=poison).first(), timeout=60, message="poison DLQ"
+        lambda: (
+            DeadLetter.objects.filter(task_id=poison).exists()
+            and DeadLetter.objects.filter(root_id=hang).exists()
+            and {d.root_id: d for d in DeadLetter.objects.all()}
+        ),
+        timeout=60,
+        message="both in the dead-letter queue",
     )
-    wait_for_orders(load, 20)
+    wait_for_orders(load, 10)
     load.stop()
     stack.wait_idle()
     figures = verify(stack, load, dead_letters_expected=True)
-    assert dead.reason == "poison"
-    assert DeadLetter.objects.count() == 1
+    assert dead[poison].reason == "poison"
+    assert dead[hang].exception_class.endswith("TimeLimitExceeded")
+    assert DeadLetter.objects.count() == 2
     assert stack.workers[-1].alive()
-    deliveries = TaskRun.objects.get(task_id=poison).deliveries
     record_result(
-        "poison",
-        title="poison task",
-        what="a task that SIGKILLs its own pool process, under 10 orders/s",
+        "failing-tasks",
+        title="poison task and hard time limit",
+        what=f"{RATE:.0f} orders/s; a task that SIGKILLs its own pool process, and one that ignores its "
+        "soft limit (1 s) and is killed by the hard limit (2 s)",
         **figures,
-        poison_deliveries=deliveries,
-    )
-
-
-def test_hard_time_limit_under_load(chaos, user):
-    stack = chaos().start(workers=1)
-    load = stack.load(user, rate=10)
-    root = enqueue("probe.hang", key=uuid.uuid4().hex)
-    dead = wait_until(
-        lambda: DeadLetter.objects.filter(root_id=root).first(), timeout=60, message="time limit DLQ"
-    )
-    wait_for_orders(load, 20)
-    load.stop()
-    stack.wait_idle()
-    figures = verify(stack, load, dead_letters_expected=True)
-    assert dead.exception_class.endswith("TimeLimitExceeded")
-    assert DeadLetter.objects.count() == 1
-    record_result(
-        "time-limit",
-        title="hard time limit",
-        what="a task that ignores its soft limit (1 s), killed by the hard limit (2 s), under 10 orders/s",
-        **figures,
-        attempts_before_dead_letter=dead.attempts,
+        poison_deliveries=TaskRun.objects.get(task_id=poison).deliveries,
+        time_limit_attempts_before_dead_letter=dead[hang].attempts,
     )
 
 
 def test_broker_flushed_under_load(chaos, user):
     stack = chaos().start(workers=1)
-    load = stack.load(user, rate=15)
-    wait_for_orders(load, 15)
+    load = stack.load(user, rate=RATE)
+    wait_for_orders(load, 10)
     # given messages waiting in the broker (the worker is frozen so they pile up)
     worker = stack.workers[-1]
     worker.signal_group(signal.SIGSTOP)
@@ -219,7 +207,7 @@ def test_broker_flushed_under_load(chaos, user):
     client.flushall()
     flushed_at = time.monotonic()
     worker.signal_group(signal.SIGCONT)
-    wait_for_orders(load, 30)
+    wait_for_orders(load, 10)
     load.stop()
     drain = stack.wait_idle(timeout=180)
     recovered = time.monotonic() - flushed_at
@@ -230,7 +218,7 @@ def test_broker_flushed_under_load(chaos, user):
     record_result(
         "broker-flushed",
         title="broker flushed",
-        what="15 orders/s; the worker frozen until messages were queued, then `FLUSHALL` (queues, "
+        what=f"{RATE:.0f} orders/s; the worker frozen until messages were queued, then `FLUSHALL` (queues, "
         "unacked messages, heartbeats gone)",
         **figures,
         **figures_of(messages_queued_at_flush=queued, recovery_seconds=recovered, drain_seconds=drain),

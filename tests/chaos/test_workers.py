@@ -19,6 +19,7 @@ from jobs.scheduling.definitions import Schedule
 from tests.chaos.conftest import kill_group, kill_main_only, record_result
 from tests.chaos.effects import figures_of, verify
 from tests.chaos.scenario import (
+    RATE,
     RECOVERY_LIMIT,
     freeze_mid_task,
     in_flight,
@@ -32,54 +33,31 @@ from tests.harness import Proc, free_port, wait_until
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def test_sigkill_worker_group_mid_task_under_load(chaos, user):
+def kill_main(worker: Proc) -> None:
+    """SIGKILL the worker's main process alone while its children (frozen mid-task) run tasks."""
+    children = kill_main_only(worker)
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+    # Celery's prefork children die with their parent (PR_SET_PDEATHSIG, SIGKILL): none is left
+    # running a task whose message nobody will ack
+    wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=10)
+
+
+def test_sigkill_worker_mid_task_group_then_main_process_only_under_load(chaos, user):
     stack = chaos(kyc=True).start(workers=1)
-    load = stack.load(user, rate=10, kyc_every=10)
-    at_kills, recoveries = kill_rounds(stack, load, rounds=2, kill=kill_group)
+    load = stack.load(user, rate=RATE, kyc_every=5)
+    at_kills, recoveries = kill_rounds(stack, load, [kill_group, kill_main])
     load.stop()
     drain = stack.wait_idle()
     figures = verify(stack, load, kills=len(at_kills))
     assert not load.failures, load.failures[:5]
     record_result(
         "worker-kill",
-        title="worker `kill -9` mid-task",
-        what="10 requests/s (1 in 10 a KYC submission); the whole worker (main process and pool "
-        "children) SIGKILLed twice while a task ran, a new worker started each time",
-        **figures,
-        **figures_of(tasks_running_at_kills=at_kills, recovery_seconds=recoveries, drain_seconds=drain),
-    )
-
-
-def test_sigkill_main_process_only_while_children_run_tasks(chaos, user):
-    stack = chaos(kyc=True).start(workers=1)
-    load = stack.load(user, rate=10, kyc_every=10)
-    orphans: list[int] = []
-
-    def kill_main(worker: Proc) -> None:
-        children = kill_main_only(worker)  # the group was frozen mid-task: wake the children alone
-        orphans.extend(children)
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)
-        # Celery's prefork children die with their parent (PR_SET_PDEATHSIG, SIGKILL): none is
-        # left running a task whose message nobody will ack
-        wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), timeout=10)
-
-    try:
-        at_kills, recoveries = kill_rounds(stack, load, rounds=1, kill=kill_main)
-        load.stop()
-        drain = stack.wait_idle()
-        figures = verify(stack, load, kills=len(at_kills))
-    finally:
-        for pid in orphans:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    assert not load.failures, load.failures[:5]
-    record_result(
-        "worker-main-kill",
-        title="worker main process `kill -9`, children mid-task",
-        what="10 requests/s (1 in 10 KYC); only the worker's main process SIGKILLed while its pool "
-        "children ran tasks (the kernel kills them with it: Celery sets PR_SET_PDEATHSIG); a new worker started",
+        title="worker `kill -9` mid-task: the group, then the main process only",
+        what=f"{RATE:.0f} requests/s (1 in 5 a KYC submission); a task running at each kill: first the whole "
+        "worker (main process and pool children) SIGKILLed, then only the next worker's main process "
+        "(the kernel ends its children: Celery sets PR_SET_PDEATHSIG); a new worker started each time",
         **figures,
         **figures_of(tasks_running_at_kills=at_kills, recovery_seconds=recoveries, drain_seconds=drain),
     )
@@ -93,8 +71,8 @@ def test_sigstop_worker_past_the_stale_threshold_is_taken_over_and_refused_after
     stack = chaos(TASKYARD_HEARTBEAT_STALE_SECONDS=str(STALE), TASKYARD_REAPER_INTERVAL_SECONDS="1")
     stack.start(workers=2)
     stopped = stack.workers[0]
-    load = stack.load(user, rate=10)
-    wait_for_orders(load, 20)
+    load = stack.load(user, rate=RATE)
+    wait_for_orders(load, 15)
     # when the first worker is frozen mid-task past the threshold (below the email claim lease, 30 s)
     running = freeze_mid_task(stopped)
     held = in_flight(stack, stopped) | running
@@ -106,7 +84,7 @@ def test_sigstop_worker_past_the_stale_threshold_is_taken_over_and_refused_after
     )
     taken_over_after = time.monotonic() - frozen_at
     stopped.signal_group(signal.SIGCONT)
-    wait_for_orders(load, 20)
+    wait_for_orders(load, 10)
     load.stop()
     finished_after = recovery_seconds(held, frozen_wall, timeout=120)
     drain = stack.wait_idle()
@@ -119,7 +97,7 @@ def test_sigstop_worker_past_the_stale_threshold_is_taken_over_and_refused_after
     record_result(
         "worker-sigstop",
         title="worker frozen (SIGSTOP) past the stale threshold",
-        what=f"10 orders/s, two workers, stale threshold {STALE:.0f} s, reaper every 1 s; one worker's "
+        what=f"{RATE:.0f} orders/s, two workers, stale threshold {STALE:.0f} s, reaper every 1 s; one worker's "
         "group SIGSTOPped while a task ran until the reaper handed its runs to the other, then SIGCONT",
         **figures,
         **figures_of(
@@ -133,7 +111,7 @@ def test_sigstop_worker_past_the_stale_threshold_is_taken_over_and_refused_after
 
 
 # --- a beat-scheduled task killed mid-run ----------------------------------------------------
-EVERY = 6  # seconds between the chaos schedule's slots
+EVERY = 4  # seconds between the chaos schedule's slots
 
 
 def beat_slot_killed_mid_run(chaos, broker_url: str = "") -> dict:
