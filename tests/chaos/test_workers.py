@@ -17,7 +17,7 @@ import requests
 from jobs.models import ScheduleSlot, TaskRun
 from jobs.scheduling.definitions import Schedule
 from tests.chaos.conftest import kill_group, kill_main_only, record_result
-from tests.chaos.effects import figures_of, verify
+from tests.chaos.effects import body_runs, figures_of, verify
 from tests.chaos.scenario import (
     RATE,
     RECOVERY_LIMIT,
@@ -184,6 +184,7 @@ def beat_slot_killed_mid_run(chaos, broker_url: str = "") -> dict:
     assert len(succeeded) == len(slots), [(s.slot_start, s.status) for s in slots]
     assert len(succeeded) <= calls <= len(succeeded) + len(running), (calls, len(succeeded))
     return figures_of(
+        **body_runs(),
         slots_run=len(succeeded),
         fx_provider_calls=calls,
         fx_runs_killed_mid_call=len(running),
