@@ -51,7 +51,12 @@ class TcpProxy:
             server.settimeout(None)
             pair = (client, server)
             with self._lock:
-                self._pairs.add(pair)
+                cut_meanwhile = self._listener is not listener
+                if not cut_meanwhile:
+                    self._pairs.add(pair)
+            if cut_meanwhile:  # accepted just before the cut: it must not outlive it
+                self._close(pair)
+                return
             threading.Thread(target=self._pump, args=(pair,), daemon=True).start()
 
     def _pump(self, pair: tuple[socket.socket, socket.socket]) -> None:
@@ -87,10 +92,14 @@ class TcpProxy:
 
     def cut(self) -> None:
         """No new connections (refused) and every open one reset."""
-        if self._listener is not None:
+        with self._lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
             with contextlib.suppress(OSError):
-                self._listener.close()
-            self._listener = None
+                # close() alone leaves it listening while the accept thread is blocked in it
+                listener.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                listener.close()
         with self._lock:
             pairs = list(self._pairs)
         for pair in pairs:

@@ -78,6 +78,7 @@ def test_postgresql_unavailable_15_seconds_under_load(chaos, user):
         before_accepted, before_failed = len(load.accepted), len(load.failures)
         outage(DB_OUTAGE)
         refused = len(load.failures) - before_failed
+        accepted_while_down = len(load.accepted) - before_accepted
         proxy.restore()
         back_at = time.monotonic()
         wait_for_orders(load, 10, timeout=60)
@@ -90,6 +91,7 @@ def test_postgresql_unavailable_15_seconds_under_load(chaos, user):
     # then the API answered 503 problem+json while it was away, and accepted again after
     codes = {p.get("code") for p in load.problems}
     assert refused >= 0.75 * RATE * DB_OUTAGE, refused
+    assert accepted_while_down <= 1, accepted_while_down  # at most one committed as the cut came
     assert len(load.problems) == len(load.failures), load.failures[:5]  # every refusal was problem+json
     assert codes == {"database-unavailable"}, load.failures[:5]
     assert all(f.startswith("503 ") for f in load.failures)
@@ -102,6 +104,7 @@ def test_postgresql_unavailable_15_seconds_under_load(chaos, user):
         **figures_of(
             accepted_before_the_outage=before_accepted,
             answered_503_while_down=refused,
+            accepted_while_down=accepted_while_down,
             recovery_seconds=recovered,
             drain_seconds=drain,
         ),
