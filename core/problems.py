@@ -12,10 +12,12 @@ messages and is present only for field errors. Domain code raises a subclass of
 are translated here, so views never build error responses themselves.
 """
 
+import sys
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.csrf import csrf_failure as django_csrf_failure
 from rest_framework import exceptions as drf
@@ -121,11 +123,29 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         auth_header = getattr(exc, "auth_header", None)
         if auth_header:
             headers["WWW-Authenticate"] = auth_header
+    elif isinstance(exc, DATABASE_UNAVAILABLE):
+        body, headers = _database_unavailable()
     else:
         return None  # unexpected: Django's 500 handler answers and Sentry sees it
 
     set_rollback()
     return Response(body, status=body["status"], headers=headers, content_type=PROBLEM_CONTENT_TYPE)
+
+
+# PostgreSQL refused the connection, or dropped it mid-request: nothing was accepted (a
+# transaction that did not commit left nothing), and the client may send the request again.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
+DATABASE_RETRY_AFTER = "5"  # seconds
+
+
+def _database_unavailable() -> tuple[dict[str, Any], dict[str, str]]:
+    body = problem(
+        503,
+        "database-unavailable",
+        "The database is unavailable",
+        "Nothing was saved. Send the request again in a few seconds.",
+    )
+    return body, {"Retry-After": DATABASE_RETRY_AFTER}
 
 
 def problem_response(
@@ -158,7 +178,11 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
-    """handler500: a stable body; the details go to logs and Sentry, never to the client."""
+    """handler500: a stable body; the details go to logs and Sentry, never to the client. A
+    database outage outside DRF (a middleware's query) is a 503, as inside it."""
+    if isinstance(sys.exc_info()[1], DATABASE_UNAVAILABLE):
+        body, headers = _database_unavailable()
+        return problem_response(503, body["code"], body["title"], body["detail"], headers)
     return problem_response(500, "server-error", "Internal server error", "The error was logged.")
 
 

@@ -26,7 +26,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.template.loader import render_to_string
 from django.utils import timezone
 from opentelemetry.trace import SpanKind
@@ -170,6 +170,24 @@ def _finish(
         logger.warning("email %s: the claim was taken over before its %s was recorded", delivery.pk, outcome)
 
 
+def _record_sent(delivery: EmailDelivery, *, started: float, task_id: str) -> None:
+    """Mark the delivery sent, through a database outage while the claim's lease lasts. The SMTP
+    server took the email and only this process knows: a mark lost to a dropped connection would
+    leave the claim to expire and the retry to send the email again."""
+    deadline = time.monotonic() + claim_lease().total_seconds()
+    while True:
+        try:
+            _finish(delivery, outcome=EmailAttempt.Outcome.SENT, started=started, task_id=task_id, code=250)
+        except (OperationalError, InterfaceError):
+            if time.monotonic() >= deadline:
+                raise
+            logger.warning("email %s sent; the database is unreachable, retrying its mark", delivery.pk)
+            connection.close()  # a fresh connection on the next try
+            time.sleep(1)  # waiting for the database to come back, within the claim's lease
+        else:
+            return
+
+
 _smtp: dict[int, BaseEmailBackend] = {}  # one open connection per process (pool children fork)
 
 
@@ -265,7 +283,7 @@ def email_send(
         )
         _finish(delivery, outcome=outcome, started=started, task_id=task_id, code=code, error=str(classified))
         raise classified from exc
-    _finish(delivery, outcome=EmailAttempt.Outcome.SENT, started=started, task_id=task_id, code=250)
+    _record_sent(delivery, started=started, task_id=task_id)
     logger.info("email %s for %s sent as %s", template, ledger_key, delivery.message_id)
     return SendResult.SENT
 

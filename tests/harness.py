@@ -8,6 +8,7 @@ orchestrator would.
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -285,3 +286,28 @@ class Processes:
         for proc in reversed(self.procs):
             proc.stop()
         self.procs.clear()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process used so far, from /proc; 0.0 once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def require_os_tool(*names: str, package: str) -> str:
+    """The path of the first of `names` on PATH. Missing, the test is skipped on a developer's
+    machine (saying how to install it) but fails in CI (CI=true), where a skipped test would
+    pass unseen: CI installs the OS tools (`make os-tools`) and must run these tests."""
+    import pytest  # test tooling only
+
+    for name in names:
+        if path := shutil.which(name):
+            return path
+    message = f"{names[0]} is not installed (Debian package {package}; `make os-tools` installs it)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; CI must run this test", pytrace=False)
+    pytest.skip(message)

@@ -1,6 +1,7 @@
 """The docs stay true: generated tables match the code, links and named files exist, nothing
 points outside the repository, and the README stays a front page."""
 
+import json
 import re
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pytest
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from jobs.management.commands.reliability_report import ORDER, RESULTS, render
 from jobs.management.commands.retry_table import documented_tasks, retry_table
 from jobs.management.commands.schedule_table import schedule_table
 
@@ -166,3 +168,12 @@ def test_how_to_add_a_task_quotes_the_code_it_names():
     assert not misquoted, f"docs/writing-a-task.md quotes lines its files no longer have: {misquoted}"
     example = "orders.send_confirmation_email"
     assert example in text(ROOT / "tests" / "jobs" / "registered_tasks.txt"), example
+
+
+def test_reliability_results_in_the_docs_are_rendered_from_the_committed_results():
+    results = json.loads(RESULTS.read_text())
+    assert render(results) in text(DOCS / "reliability.md"), (
+        "run `manage.py reliability_report` (after a chaos run: `--from var/chaos-results.json`)"
+    )
+    # from a run of the whole suite: every scenario, one commit
+    assert set(ORDER) <= set(results["scenarios"]), set(ORDER) - set(results["scenarios"])

@@ -241,8 +241,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = broker.transport_options(
 # RabbitMQ only: deliveries of one message before the broker dead-letters it (our own
 # poison check in the base task, TaskRun.deliveries, usually acts first).
 BROKER_DELIVERY_LIMIT = env.int("BROKER_DELIVERY_LIMIT", default=5)
-# A lost broker connection cancels running acks_late tasks: they will be redelivered anyway.
-CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A lost broker connection does NOT cancel running tasks. Cancelling SIGTERMs the pool child
+# wherever it is, e.g. after the SMTP server accepted an email and before its ledger row was
+# marked sent, and the redelivery then sends it again (the chaos suite's broker outage caught
+# that). Left running, the task finishes and records its end; the redelivery of its message
+# (its ack was lost with the connection) is refused by TaskRun, or adopted while it still runs.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True  # wait for the broker instead of crashing at boot
 CELERY_WORKER_SEND_TASK_EVENTS = True  # Flower and `celery events` need task events
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # keep Django's logging configuration

@@ -1,8 +1,8 @@
 """RabbitMQ as the broker (CELERY_BROKER_URL=amqp://...): quorum queues with a delivery
-limit and a dead-letter exchange, checked with a worker killed under load and with a
-poison message that RabbitMQ itself dead-letters. Each test gets its own vhost."""
+limit and a dead-letter exchange, checked with a worker killed under load, a beat-scheduled
+task killed mid-run, Redis gone while RabbitMQ carries on, and a poison message that RabbitMQ
+itself dead-letters. Each test gets its own vhost. RabbitMQ missing: skipped, failed in CI."""
 
-import shutil
 import subprocess
 import sys
 import time
@@ -14,13 +14,12 @@ from django.db import transaction
 from jobs import outbox
 from jobs.models import DeadLetter, TaskRun
 from tests.chaos.conftest import kill_group, record_result
-from tests.chaos.test_scenarios import all_finished, in_flight, wait_for_orders
-from tests.harness import wait_until
+from tests.chaos.effects import figures_of, verify
+from tests.chaos.scenario import RATE, kill_rounds, outage, wait_for_orders
+from tests.chaos.test_workers import EVERY, beat_slot_killed_mid_run, kill_main
+from tests.harness import require_os_tool, wait_until
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="RabbitMQ is not installed here"),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def rabbitmqctl(*args: str) -> None:
@@ -29,6 +28,7 @@ def rabbitmqctl(*args: str) -> None:
 
 @pytest.fixture
 def vhost():
+    require_os_tool("rabbitmqctl", package="rabbitmq-server")
     name = f"taskyard-test-{uuid.uuid4().hex[:8]}"
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
@@ -36,53 +36,89 @@ def vhost():
     rabbitmqctl("delete_vhost", name)
 
 
-def test_rabbitmq_worker_sigkilled_under_load(chaos, user, vhost):
-    stack = chaos(broker_url=vhost).start(workers=1)
-    load = stack.load(user, rate=10)
-    recoveries = []
-    for round_ in range(2):
-        wait_for_orders(load, 30)
-        worker = stack.workers[-1]
-        wait_until(
-            lambda: TaskRun.objects.filter(state=TaskRun.State.RUNNING).exists(), timeout=10, message="a task"
-        )
-        held = in_flight(stack, worker)
-        killed_at = time.time()
-        kill_group(worker)
-        stack.start_worker(f"after-kill-{round_}")
-        wait_until(all_finished(held), timeout=90, message="every task of the killed worker to finish")
-        finished = TaskRun.objects.filter(task_id__in=held).values_list("finished_at", flat=True)
-        recoveries.append(max((f.timestamp() - killed_at for f in finished if f), default=0.0))
+def test_rabbitmq_worker_sigkilled_mid_task_under_load(chaos, user, vhost):
+    stack = chaos(vhost, kyc=True).start(workers=1)
+    load = stack.load(user, rate=RATE, kyc_every=5)
+    at_kills, recoveries = kill_rounds(stack, load, [kill_group, kill_main])
     load.stop()
     drain = stack.wait_idle()
-    figures = stack.verify(load.accepted)
+    figures = verify(stack, load, kills=len(at_kills))
     assert not load.failures
-    assert max(recoveries) < 60
     record_result(
-        "RabbitMQ: kill -9 worker x2 under 10 orders/s",
+        "rabbitmq-worker-kill",
+        title="RabbitMQ: worker `kill -9` mid-task",
+        what="the worker-kill scenario (the group, then the main process only) with "
+        "`CELERY_BROKER_URL=amqp://...` (quorum queues)",
         **figures,
-        recovery_seconds=[round(r, 1) for r in recoveries],
-        drain_after_load_seconds=round(drain, 1),
+        **figures_of(tasks_running_at_kills=at_kills, recovery_seconds=recoveries, drain_seconds=drain),
+    )
+
+
+def test_rabbitmq_worker_killed_while_running_a_beat_scheduled_task(chaos, vhost):
+    figures = beat_slot_killed_mid_run(chaos, vhost)
+    record_result(
+        "rabbitmq-beat-slot-kill",
+        title="RabbitMQ: worker `kill -9` during a scheduled FX sync",
+        what=f"beat on a {EVERY} s FX schedule, the provider answering in 1.5 s; the worker group "
+        "SIGKILLed while the sync ran, a new worker started",
+        **figures,
+    )
+
+
+REDIS_OUTAGE = 20.0  # seconds
+
+
+def test_redis_down_20_seconds_while_rabbitmq_carries_the_tasks(chaos, user, vhost):
+    stack = chaos(vhost).start(workers=1)
+    load = stack.load(user, rate=RATE)
+    wait_for_orders(load, 10)
+    # when Redis (rate limits, worker records, the reaper's lock) is stopped; RabbitMQ stays up
+    stack.redis.stop()
+    before = len(load.accepted)
+    outage(REDIS_OUTAGE)
+    accepted_while_down = len(load.accepted) - before
+    stack.redis.start()
+    back_at = time.monotonic()
+    wait_for_orders(load, 10)
+    load.stop()
+    drain = stack.wait_idle()
+    recovered = time.monotonic() - back_at
+    figures = verify(stack, load)
+    # then the work went on, and no run was taken as dead: heartbeats go to PostgreSQL
+    assert not load.failures, load.failures[:5]
+    assert accepted_while_down >= 0.75 * RATE * REDIS_OUTAGE
+    assert figures["task_bodies_run_again"] == 0
+    assert figures["takeovers"] == 0
+    assert all(w.alive() for w in stack.workers)
+    record_result(
+        "rabbitmq-redis-down",
+        title=f"RabbitMQ broker, Redis down {REDIS_OUTAGE:.0f} s",
+        what=f"{RATE:.0f} orders/s on RabbitMQ; the suite's redis-server (rate limits, worker records, the reaper's "
+        f"lock) stopped for {REDIS_OUTAGE:.0f} s, then started again",
+        **figures,
+        **figures_of(
+            accepted_while_redis_down=accepted_while_down, recovery_seconds=recovered, drain_seconds=drain
+        ),
     )
 
 
 def test_rabbitmq_dead_letters_a_poison_message_past_its_delivery_limit(chaos, user, vhost):
     # given a delivery limit below the base task's own poison cap (3), so RabbitMQ acts first
-    stack = chaos(broker_url=vhost, BROKER_DELIVERY_LIMIT="1").start(workers=1)
+    stack = chaos(vhost, BROKER_DELIVERY_LIMIT="1").start(workers=1)
     consumer = stack.procs.spawn("dead-letters", [sys.executable, "manage.py", "consume_dead_letters"])
     consumer.wait_for_log("consuming dead letters")
-    load = stack.load(user, rate=10)
-    wait_for_orders(load, 10)
+    load = stack.load(user, rate=RATE)
+    wait_for_orders(load, 5)
     with transaction.atomic():
         poison = outbox.enqueue("probe.crash", kwargs={"key": uuid.uuid4().hex})
     assert poison is not None
     dead = wait_until(
         lambda: DeadLetter.objects.filter(task_id=poison).first(), timeout=60, message="the DLX consumer"
     )
-    wait_for_orders(load, 20)
+    wait_for_orders(load, 10)
     load.stop()
     stack.wait_idle()
-    figures = stack.verify(load.accepted, dead_letters_expected=True)
+    figures = verify(stack, load, dead_letters_expected=True)
     # RabbitMQ moved it to the dead-letter exchange; our consumer recorded it for the admin
     assert dead.reason == "poison"
     assert "RabbitMQ delivery limit" in dead.message
@@ -90,7 +126,9 @@ def test_rabbitmq_dead_letters_a_poison_message_past_its_delivery_limit(chaos, u
     assert DeadLetter.objects.count() == 1
     assert stack.workers[-1].alive()
     record_result(
-        "RabbitMQ: poison message dead-lettered by the broker",
+        "rabbitmq-poison",
+        title="RabbitMQ: poison past the delivery limit",
+        what="`BROKER_DELIVERY_LIMIT=1`, below the task's own poison cap; dead-lettered by the broker",
         **figures,
         deliveries_before_dead_letter=TaskRun.objects.get(task_id=poison).deliveries,
     )

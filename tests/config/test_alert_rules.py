@@ -1,12 +1,12 @@
 """The Prometheus alert rules are valid and only use metrics the service exports."""
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.harness import require_os_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy" / "prometheus" / "alerts.yml"
@@ -59,11 +59,9 @@ def test_rules_only_use_exported_metrics():
         assert used <= EXPORTED, (rule["alert"], used - EXPORTED)
 
 
-@pytest.mark.skipif(
-    shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)"
-)
 def test_promtool_accepts_the_rules():
+    promtool = require_os_tool("promtool", package="prometheus")
     result = subprocess.run(
-        ["promtool", "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr

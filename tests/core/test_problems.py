@@ -83,3 +83,31 @@ def test_schema_requires_auth_and_is_served(anon, api):
     response = api.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200
     assert "/api/jobs/{job_id}" in response.json()["paths"]
+
+
+def test_database_unavailable_is_503_problem_and_nothing_is_saved(transactional_db, user):
+    from django.db import connection
+
+    from orders.models import Order
+    from tests.conftest import client_for
+    from tests.harness import free_port
+
+    client = client_for(user)
+    database = connection.settings_dict
+    port = database["PORT"]
+    connection.close()
+    database["PORT"] = str(free_port())  # nothing listens there: refused, as when PostgreSQL is down
+    try:
+        response = client.post(
+            "/api/orders",
+            {"lines": [{"sku": "MUG-RED", "quantity": 1, "unit_price": "9.99", "currency": "EUR"}]},
+            format="json",
+        )
+    finally:
+        database["PORT"] = port
+        connection.close()
+    assert response.status_code == 503
+    assert response["Content-Type"] == "application/problem+json"
+    assert response["Retry-After"] == "5"
+    assert response.json()["code"] == "database-unavailable"
+    assert not Order.objects.exists()

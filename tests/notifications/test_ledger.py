@@ -1,13 +1,17 @@
 """The email ledger's claim: who may send a given email, and when (real PostgreSQL)."""
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from jobs.errors import Reschedule
 from notifications.models import EmailDelivery
-from notifications.services import _claim, claim_lease
+from notifications.services import _claim, _record_sent, claim_lease
+from tests.harness import free_port
 
 KEY = {"template": "order_confirmation", "ledger_key": "order:42"}
 
@@ -73,3 +77,24 @@ def test_a_pending_or_failed_email_is_claimed_by_the_next_attempt(db, user, stat
     EmailDelivery.objects.filter(**KEY).update(status=status)
     assert claim(user, "task-b") is not None
     assert (row().status, row().attempts) == ("sending", 2)
+
+
+def test_a_sent_mark_waits_out_a_database_outage_within_the_lease(transactional_db, user, caplog):
+    # given an email the SMTP server took, and PostgreSQL unreachable when its mark is written
+    delivery = claim(user, "task-a")
+    database = connection.settings_dict
+    port = database["PORT"]
+    connection.close()
+    database["PORT"] = str(free_port())  # refused, as when PostgreSQL is down
+    back = threading.Timer(1.5, lambda: database.update(PORT=port))
+    back.start()
+    try:
+        started = time.monotonic()
+        _record_sent(delivery, started=started, task_id="task-a")
+    finally:
+        back.join()
+        database["PORT"] = port
+    # then the mark was retried until the database answered, instead of being lost
+    assert time.monotonic() - started >= 1.5
+    assert row().status == EmailDelivery.Status.SENT
+    assert "retrying its mark" in caplog.text
