@@ -55,6 +55,7 @@ STATUS_MEANING = {
     422: "The Idempotency-Key was already used for a different request.",
     429: "Too many requests; retry after the number of seconds in Retry-After.",
     500: "The server failed; nothing was saved. The details are in the server's logs.",
+    503: "The database is unreachable for the moment; nothing was saved. Retry after Retry-After seconds.",
 }
 
 
@@ -164,6 +165,7 @@ class AutoSchema(SpectacularAutoSchema):
         if self.view.get_throttles():
             problems[429].append("throttled")
         problems[500].append("server-error")
+        problems[503].append("database-unavailable")
         view_method = getattr(self.view, self.method.lower(), None)
         for error in getattr(view_method, "_raises", ()):
             problems[error.status_code].append(error.code)
@@ -177,7 +179,7 @@ class AutoSchema(SpectacularAutoSchema):
             str(status),
             media_types=(PROBLEM_CONTENT_TYPE,),
         )
-        if status == 429:
+        if status in (429, 503):
             response["headers"] = {
                 "Retry-After": {"schema": {"type": "integer", "minimum": 0}, "description": "Seconds."}
             }

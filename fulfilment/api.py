@@ -4,20 +4,18 @@ from typing import Any
 
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.idempotency import idempotent
+from core.schema import IDEMPOTENCY_KEY, location, raises
 from core.users import request_user
+from fulfilment.errors import FulfilmentConflict
 from fulfilment.services import fulfilment_start
 from orders.selectors import order_list
-
-IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False, description="Replays the first response"
-)
 
 
 class OrderFulfilApi(APIView):
@@ -25,7 +23,12 @@ class OrderFulfilApi(APIView):
         flow_id = serializers.UUIDField()
         status_url = serializers.CharField()
 
-    @extend_schema(request=None, responses={202: OutputSerializer}, parameters=[IDEMPOTENCY_HEADER])
+    @extend_schema(
+        request=None,
+        responses={202: OutputSerializer},
+        parameters=[IDEMPOTENCY_KEY, location(202, "The flow to poll")],
+    )
+    @raises(FulfilmentConflict)
     @idempotent
     def post(self, request: Request, order_id: int) -> Response:
         user = request_user(request)

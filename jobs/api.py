@@ -14,8 +14,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.schema import raises
 from core.storage import private_download
 from core.users import request_user
+from jobs.errors import JobStateConflict
 from jobs.models import Job
 from jobs.selectors import job_list
 from jobs.services import job_cancel
@@ -58,6 +60,7 @@ class JobCancelApi(APIView):
     """POST /api/jobs/<id>/cancel: stored, so it holds across worker restarts (jobs/cancellation.py)."""
 
     @extend_schema(request=None, responses={202: JobDetailApi.OutputSerializer})
+    @raises(JobStateConflict)
     def post(self, request: Request, job_id: uuid.UUID) -> Response:
         user = request_user(request)
         get_object_or_404(job_list(user=user), pk=job_id)

@@ -40,7 +40,7 @@ from core.ratelimit import TokenBucket
 from core.redact import redact
 from jobs import outbox
 from jobs.errors import Reschedule
-from jobs.execution import hold_current
+from jobs.execution import current_fence, hold_current
 from jobs.ratelimit import take_or_reschedule
 from kyc import vendor
 from kyc.documents import CONTENT_TYPE
@@ -169,6 +169,11 @@ def _decide(submission_id: Any, check_id: int, result: vendor.VendorResult, task
 
 
 def _raise_if_in_flight(check: VendorCheck, now: datetime) -> None:
+    """Another attempt holds a live submit claim: wait for it (its lease), unless it is the run
+    this one took over and that run's process is known dead."""
+    fence = current_fence()
+    if fence is not None and check.claimed_by and check.claimed_by == fence.predecessor_token:
+        return
     if (
         check.status == VendorCheck.Status.SUBMITTING
         and check.claimed_at is not None
@@ -192,8 +197,9 @@ def _claim(submission: Submission, task_id: str) -> VendorCheck | None:
         _raise_if_in_flight(check, now)
         check.status = VendorCheck.Status.SUBMITTING
         check.claimed_at = now
+        check.claimed_by = fence.token if (fence := current_fence()) else task_id
         check.submit_attempts += 1
-        check.save(update_fields=["status", "claimed_at", "submit_attempts"])
+        check.save(update_fields=["status", "claimed_at", "claimed_by", "submit_attempts"])
         started = Submission.objects.filter(pk=submission.pk, status=Submission.Status.PENDING).update(
             status=Submission.Status.CHECKING, check_started_at=now, updated_at=now
         )

@@ -120,6 +120,9 @@ class VendorCheck(models.Model):
     submit_attempts = models.PositiveIntegerField(default=0)
     polls = models.PositiveIntegerField(default=0)  # poll number last answered by the vendor
     claimed_at = models.DateTimeField(null=True, blank=True)
+    # The submitting run's owner token (jobs/execution.py Fence). Its successor takes a claim of a
+    # run known dead at once: the vendor's Idempotency-Key makes the repeated submit harmless.
+    claimed_by = models.CharField(max_length=64, blank=True, default="", db_default="")
     submitted_at = models.DateTimeField(null=True, blank=True)
     last_polled_at = models.DateTimeField(null=True, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)

@@ -11,7 +11,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.schema import raises
 from core.users import request_user
+from jobs.flows.errors import FlowStateConflict
 from jobs.flows.selectors import flow_list, nested_flows
 from jobs.flows.services import flow_cancel
 from jobs.models import Flow, FlowStep
@@ -46,7 +48,7 @@ class StepOutputSerializer(serializers.ModelSerializer[FlowStep]):
 class FlowOutputSerializer(serializers.ModelSerializer[Flow]):
     url = serializers.SerializerMethodField()
     cancel_url = serializers.SerializerMethodField()
-    failed_step = serializers.SlugRelatedField[FlowStep](slug_field="name", read_only=True)
+    failed_step = serializers.SlugRelatedField[FlowStep](slug_field="name", read_only=True, allow_null=True)
     steps = StepOutputSerializer(many=True, read_only=True)
 
     class Meta:
@@ -88,6 +90,7 @@ class FlowDetailApi(APIView):
 
 class FlowCancelApi(APIView):
     @extend_schema(request=None, responses={202: FlowOutputSerializer})
+    @raises(FlowStateConflict)
     def post(self, request: Request, flow_id: uuid.UUID) -> Response:
         user = request_user(request)
         get_object_or_404(flow_list(user=user), pk=flow_id)

@@ -32,7 +32,8 @@ from schemathesis import engine
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events
 
-from jobs.models import Job
+from fulfilment.services import fulfilment_start
+from jobs.models import Flow, Job
 from kyc.documents import inspect_all
 from kyc.models import DocumentType
 from kyc.services import kyc_submission_start
@@ -44,6 +45,7 @@ MAX_EXAMPLES = 50  # per operation and phase: the floor the API contract asks fo
 ORDERS = "POST /api/orders/"
 EXPORT = "POST /api/orders/export"
 KYC = "POST /api/kyc/submissions/"
+FULFIL = "POST /api/orders/{order_id}/fulfil"
 TOKEN = "POST /api/auth/token"
 
 
@@ -98,7 +100,7 @@ EXPECTED_REFUSALS = {
     (TOKEN, 400, "invalid-credentials"),
     # The generator reuses short keys ("0") for different requests; the header's description
     # says that is refused, and a client makes a new key for each new request.
-    *((operation, 422, "idempotency-key-reused") for operation in (ORDERS, KYC, EXPORT)),
+    *((operation, 422, "idempotency-key-reused") for operation in (ORDERS, KYC, EXPORT, FULFIL)),
 }
 
 
@@ -193,7 +195,8 @@ def _report(failures: dict[tuple[str, str], list[str]], seed: int) -> str:
 
 # --- fixtures --------------------------------------------------------------------------------
 def seed_objects(owner: User) -> dict[str, list[Any]]:
-    """An unpaid and a paid order, a KYC submission and an export job: the object routes' ids."""
+    """An unpaid and a paid order, a KYC submission, an export job and a fulfilment flow (of a
+    third order, so the paid one can still be fulfilled): the object routes' ids."""
     line = services.LineInput(sku="MUG-1", quantity=2, unit_price=Decimal("9.99"), currency="EUR")
     unpaid = services.order_create(user=owner, lines=[line])
     paid = services.order_create(user=owner, lines=[line])
@@ -203,7 +206,15 @@ def seed_objects(owner: User) -> dict[str, list[Any]]:
         user=owner, document_type=DocumentType.PASSPORT, documents=inspect_all([scan])
     )
     job = exports.order_export_start(user=owner)
-    return {"order_id": [unpaid.pk, paid.pk], "submission_id": [str(submission.pk)], "job_id": [str(job.id)]}
+    shipped = services.order_create(user=owner, lines=[line])
+    services.order_pay(user=owner, order_id=shipped.pk)
+    flow = fulfilment_start(user=owner, order_id=shipped.pk)
+    return {
+        "order_id": [unpaid.pk, paid.pk],
+        "submission_id": [str(submission.pk)],
+        "job_id": [str(job.id)],
+        "flow_id": [str(flow.pk)],
+    }
 
 
 @pytest.mark.django_db(transaction=True)
@@ -279,7 +290,8 @@ def test_another_users_requests_to_the_owners_objects_get_only_404(web, make_use
         for operation in _operations(document)
         if any(parameter.location == "path" for parameter in operation.iter_parameters())
     }
-    assert len(seen) == 7, seen
+    assert len(seen) == 11, seen
     assert all(set(statuses) == {404} for statuses in seen.values()), seen
     assert {o.pk: o.status for o in Order.objects.filter(owner=owner)} == before
     assert Job.objects.get(pk=seeded["job_id"][0]).owner == owner
+    assert Flow.objects.get(pk=seeded["flow_id"][0]).cancel_requested_at is None  # mallory's cancels: 404

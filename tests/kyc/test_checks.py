@@ -108,3 +108,37 @@ def test_mark_failed_closes_the_submission_and_ignores_malformed_ids(submission_
     kyc_check_mark_failed(submission_id="not-a-uuid", error="x")
     # a late message for the failed submission does nothing (only a replay reopens it)
     assert kyc_check_run(submission_id=submission_id) == "already failed"
+
+
+def submitting_claim(submission_id: str, claimed_by: str) -> None:
+    from django.utils import timezone
+
+    VendorCheck.objects.update_or_create(
+        submission_id=submission_id,
+        defaults={
+            "status": VendorCheck.Status.SUBMITTING,
+            "claimed_at": timezone.now(),
+            "claimed_by": claimed_by,
+        },
+    )
+
+
+def test_a_submit_claim_of_a_run_known_dead_is_taken_at_once_and_of_a_live_one_waited_for(submission_id):
+    from jobs.execution import Fence, fenced
+    from kyc.checks import _claim
+
+    submission = Submission.objects.get(pk=submission_id)
+    # given a submit claimed by epoch 1 of a run, and that run taken over (epoch 2 in TaskRun)
+    from tests.jobs.test_fencing import run_of, take_over
+
+    meta, old = run_of()
+    take_over(meta)
+    submitting_claim(submission_id, old.token)
+    # a successor that doesn't know its predecessor is dead waits for the claim's lease
+    with fenced(Fence(meta.task_id, 2)), pytest.raises(Reschedule):
+        _claim(submission, meta.task_id)
+    # one that knows (its process is gone) takes the claim: the vendor's Idempotency-Key makes it safe
+    with fenced(Fence(meta.task_id, 2, predecessor_gone=True)):
+        check = _claim(submission, meta.task_id)
+    assert check is not None
+    assert VendorCheck.objects.get(submission_id=submission_id).claimed_by == f"{meta.task_id}:2"
