@@ -7,8 +7,9 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, urlsplit
@@ -132,6 +133,20 @@ class ControlSettings:
         """Rules of a fake's own settings, beyond the mode (raise ValueError)."""
 
 
+@dataclass
+class FaultSettings(ControlSettings):
+    """The knobs every vendor fake shares: latency (plus `slow_latency` in "slow" mode), the
+    Retry-After it sends, and scripted failures: the next `fail_*` calls (a counter each fake
+    names) answer `fail_with`, a status, or "timeout": done, but answered after `timeout_seconds`."""
+
+    mode: str = "ok"
+    latency: float = 0.0
+    slow_latency: float = 5.0
+    retry_after: float = 1.0
+    fail_with: int | str = 503
+    timeout_seconds: float = 30.0
+
+
 class ControlledFake:
     """A fake with settings tests switch (GET/POST /control), answers counted by status and
     POST /reset (settings back to the command line's, everything recorded forgotten)."""
@@ -149,6 +164,22 @@ class ControlledFake:
 
     def forget(self) -> None:
         """Drop what the fake recorded (called with the lock held)."""
+
+    def pause(self) -> None:
+        """Wait the latency FaultSettings ask for before answering."""
+        s = self.settings
+        if delay := s.latency + (s.slow_latency if s.mode == "slow" else 0.0):
+            time.sleep(delay)
+
+    def scripted_failure(self, counter: str, *, timeout: bool) -> bool:
+        """Use up one of the scripted failures counted by the setting `counter`, if `fail_with`
+        is of the kind asked (a late answer or an error status); True when one was used."""
+        with self.lock:
+            left = getattr(self.settings, counter)
+            hit = left > 0 and (self.settings.fail_with == "timeout") == timeout
+            if hit:
+                setattr(self.settings, counter, left - 1)
+        return bool(hit)
 
     def answer(self, status: int, body: Any, headers: dict[str, str] | None = None) -> Reply:
         with self.lock:

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fakes.http import ControlledFake, ControlSettings, JsonServer, Reply, Request, fake_arguments
+from fakes.http import ControlledFake, FaultSettings, JsonServer, Reply, Request, fake_arguments
 
 MODES = ("ok", "down", "429", "reject", "slow")
 DECISIONS = {"approve": "approved", "reject": "rejected", "manual_review": "manual_review"}
@@ -56,20 +56,14 @@ MARKER = re.compile(rb"KYC-FAKE:(approve|reject|manual_review)")
 
 
 @dataclass
-class Settings(ControlSettings):
+class Settings(FaultSettings):
     MODES = MODES
 
-    mode: str = "ok"
-    latency: float = 0.0
-    slow_latency: float = 5.0
     error_rate: float = 0.0
     error_statuses: list[int] = field(default_factory=lambda: [500, 503, 429])
-    retry_after: float = 1.0
     retry_after_statuses: list[int] = field(default_factory=lambda: [429])
     reject_status: int = 400
     fail_submits: int = 0
-    fail_with: int | str = 503
-    timeout_seconds: float = 30.0
     decision: str = "approve"
     decision_delay: float = 2.0
     reason_codes: list[str] | None = None
@@ -169,16 +163,9 @@ class Vendor(ControlledFake):
     def _failure(self, kind: str) -> Reply | None:
         """The answer of a failure mode, if one applies to this call (after the latency)."""
         s = self.settings
-        delay = s.latency + (s.slow_latency if s.mode == "slow" else 0.0)
-        if delay:
-            time.sleep(delay)
-        if kind == "submit":
-            with self.lock:
-                failing = s.fail_submits > 0 and s.fail_with != "timeout"
-                if failing:
-                    s.fail_submits -= 1
-            if failing:
-                return self._error(int(s.fail_with))
+        self.pause()
+        if kind == "submit" and self.scripted_failure("fail_submits", timeout=False):
+            return self._error(int(s.fail_with))
         if s.mode == "down":
             return self._error(503)
         if s.mode == "429":
@@ -234,11 +221,7 @@ class Vendor(ControlledFake):
             reply = self.answer(200, existing.view(now), {"Idempotent-Replayed": "true"})
         else:
             reply = self.answer(201, check.view(now), {"Location": f"/checks/{check.id}"})
-        with self.lock:
-            late = self.settings.fail_submits > 0 and self.settings.fail_with == "timeout"
-            if late:
-                self.settings.fail_submits -= 1
-        if late:
+        if self.scripted_failure("fail_submits", timeout=True):
             time.sleep(self.settings.timeout_seconds)  # done, but the answer comes too late
         return reply
 

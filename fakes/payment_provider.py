@@ -31,22 +31,16 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from fakes.http import ControlledFake, ControlSettings, JsonServer, Reply, Request, fake_arguments
+from fakes.http import ControlledFake, FaultSettings, JsonServer, Reply, Request, fake_arguments
 
 MODES = ("ok", "down", "decline", "slow")
 
 
 @dataclass
-class Settings(ControlSettings):
+class Settings(FaultSettings):
     MODES = MODES
 
-    mode: str = "ok"
-    latency: float = 0.0
-    slow_latency: float = 5.0
-    retry_after: float = 1.0
     fail_captures: int = 0
-    fail_with: int | str = 503
-    timeout_seconds: float = 30.0
     decline: list[str] = field(default_factory=list)
 
 
@@ -75,13 +69,8 @@ class Provider(ControlledFake):
     def _failure(self, reference: str) -> Reply | None:
         """The answer of a failure mode, if one applies to this call (after the latency)."""
         s = self.settings
-        delay = s.latency + (s.slow_latency if s.mode == "slow" else 0.0)
-        if delay:
-            time.sleep(delay)
-        with self.lock:
-            failing = s.fail_captures > 0 and s.fail_with != "timeout"
-            if failing:
-                s.fail_captures -= 1
+        self.pause()
+        failing = self.scripted_failure("fail_captures", timeout=False)
         if failing or s.mode == "down":
             status = int(s.fail_with) if failing else 503
             headers = {"Retry-After": f"{s.retry_after:g}"} if status in (429, 503) else {}
@@ -121,11 +110,7 @@ class Provider(ControlledFake):
             if (existing.reference, existing.amount, existing.currency) != (reference, amount, currency):
                 return self.answer(422, {"error": "idempotency_key_reused"})
             return self.answer(200, existing.view(), {"Idempotent-Replayed": "true"})
-        with self.lock:
-            late = self.settings.fail_captures > 0 and self.settings.fail_with == "timeout"
-            if late:
-                self.settings.fail_captures -= 1
-        if late:
+        if self.scripted_failure("fail_captures", timeout=True):
             time.sleep(self.settings.timeout_seconds)  # captured, but the answer comes too late
         return self.answer(201, made.view(), {"Location": f"/captures/{made.id}"})
 
