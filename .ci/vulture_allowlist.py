@@ -125,4 +125,5 @@ _token_deleted  # signal receiver (core/auth.py)
 _user_saved  # signal receiver (core/auth.py)
 line_list  # Prefetch(to_attr=...) and the create's lines, read by the serializer (orders/)
 _.line_list  # unused attribute (orders/services.py)
-fail_captures  # a fake's setting, set by tests through POST /control and read by name (fakes/payment_provider.py)
+fail_captures  # fakes' settings set by tests through POST /control, read by name (fakes/http.py scripted_failure)
+fail_submits
