@@ -57,6 +57,10 @@ STATUS_MEANING = {
     500: "The server failed; nothing was saved. The details are in the server's logs.",
     503: "The database is unreachable for the moment; nothing was saved. Retry after Retry-After seconds.",
 }
+URI_TOO_LONG = (
+    "The URL is longer than the HTTP server reads (gunicorn: 4,094 bytes for the request line); "
+    "refused before the API sees it, so the body is the server's own, not problem+json."
+)
 
 
 IDEMPOTENCY_KEY = OpenApiParameter(
@@ -133,6 +137,9 @@ class AutoSchema(SpectacularAutoSchema):
                 parameter["schema"].update(minimum=1, maximum=MAX_ID)  # bigint primary keys
         for status, codes in sorted(self._problems(operation).items()):
             operation["responses"].setdefault(str(status), self._problem_response(status, codes))
+        # answered by the HTTP server (gunicorn, the ingress) before the API sees the request:
+        # documented so a client expects it, with no body schema because it is not ours
+        operation["responses"].setdefault("414", {"description": URI_TOO_LONG})
         return operation
 
     def _problems(self, operation: dict[str, Any]) -> dict[int, list[str]]:

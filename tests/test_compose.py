@@ -5,6 +5,8 @@ from pathlib import Path
 
 import yaml
 
+from jobs.management.commands.run_flower import strong
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -86,7 +88,14 @@ def test_app_services_wait_for_the_release_step_and_share_private_files():
 def test_no_secret_defaults_but_the_local_placeholders():
     text = (ROOT / "docker-compose.yml").read_text()
     assert "SENTRY_DSN: ${SENTRY_DSN:-}" in text
-    assert "FLOWER_BASIC_AUTH: ${FLOWER_BASIC_AUTH:-admin:change-me}" in text
+    assert "FLOWER_BASIC_AUTH: ${FLOWER_BASIC_AUTH:-admin:local-flower-change-me}" in text
+
+
+def test_the_local_flower_placeholder_is_one_run_flower_accepts():
+    # run_flower refuses passwords under FLOWER_MIN_PASSWORD_LENGTH: a shorter default would
+    # leave `docker compose up` without Flower
+    default = compose()["services"]["flower"]["environment"]["FLOWER_BASIC_AUTH"]
+    assert strong(default.removeprefix("${FLOWER_BASIC_AUTH:-").removesuffix("}"))
 
 
 def test_every_app_process_exports_traces_to_the_local_viewer():

@@ -44,7 +44,7 @@ def test_the_demo_walks_through_every_step(isolated, tmp_path):
         FX_PROVIDER_URL=f"http://127.0.0.1:{fx_port}",
         PAYMENT_PROVIDER_URL=f"http://127.0.0.1:{payments_port}",
         KYC_POLL_INTERVAL_SECONDS="1",
-        FLOWER_BASIC_AUTH="ops:demo-flower-pw",
+        FLOWER_BASIC_AUTH="ops:demo-flower-password",
     )
     isolated.spawn(
         "web",

@@ -20,6 +20,7 @@ from fulfilment.services import fulfilment_start
 from jobs.models import DeadLetter, Flow, FlowStep, OutboxMessage, TaskRun
 from orders.models import Order, OrderLine
 from tests.chaos.conftest import kill_group, record_result
+from tests.chaos.effects import emails
 from tests.fulfilment.conftest import start_provider
 from tests.harness import wait_until
 
@@ -150,7 +151,7 @@ def test_a_thousand_fulfilment_flows_under_worker_kills_and_a_broker_flush(chaos
     assert Shipment.objects.count() == FLOWS
     # each order's shipped email; a worker killed between the SMTP server's 250 and the ledger's
     # mark may send one twice, with the same Message-ID (docs/reliability.md, exactly once)
-    shipped = {m: n for m, n in stack.emails().items() if m.startswith("<order_shipped.")}
+    shipped = {m: n for m, n in emails(stack).items() if m.startswith("<order_shipped.")}
     assert len(shipped) == FLOWS
     assert "the broker lost them" in stack.relay.log()
     record_result(

@@ -109,10 +109,11 @@ EMPTY_DOCUMENT_TYPE = b'name="document_type"\r\n\r\n\r\n'
 
 def expected_refusal(context: Any, failure: Any, case: Any, response: Any) -> bool:
     """filter_failure: False drops a positive-data failure that is one of EXPECTED_REFUSALS, and a
-    negative case the server refused with 413: its body was over the size cap (core/body_limit.py),
-    a refusal schemathesis doesn't count as one (it was refused unread, before any validation)."""
+    negative case the server refused with 413 or 414: its body was over the size cap
+    (core/body_limit.py) or its URL over gunicorn's request-line limit, refusals schemathesis
+    doesn't count as one (refused unread, before any validation)."""
     if failure.title.startswith("Schema-violating request accepted"):
-        return response.status_code != 413
+        return response.status_code not in (413, 414)
     if not failure.title.startswith("Schema-valid request rejected"):
         return True
     try:

@@ -235,8 +235,9 @@ def test_definition_comes_from_beats_table_else_from_code(hourly):
     assert (from_code.when, from_code.uses_ledger) == ("0 8 * * *", False)
 
 
-@pytest.mark.django_db(transaction=True)  # django-celery-beat's sync closes the connection
-def test_beat_sends_through_the_outbox_with_its_send_time(hourly):
+# transactional (django-celery-beat's sync closes the connection), so the row is committed:
+# `isolated` stops the shared relay and worker that would otherwise publish and run it
+def test_beat_sends_through_the_outbox_with_its_send_time(isolated, hourly):
     # when beat's scheduler sends a due entry
     scheduler = HeartbeatScheduler(app=app, lazy=True)
     entry = scheduler.Entry(PeriodicTask.objects.get(name=hourly), app=app)
