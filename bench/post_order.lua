@@ -1,7 +1,7 @@
--- wrk script: POST /api/orders with the bench user's token; prints one JSON line of figures.
+-- wrk script: POST /api/orders (or BENCH_PATH) with the bench user's token; prints one JSON line of figures.
 local token = os.getenv("BENCH_TOKEN")
 wrk.method = "POST"
-wrk.path = "/api/orders"
+wrk.path = os.getenv("BENCH_PATH") or "/api/orders"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Token " .. token
 wrk.body = '{"lines": [{"sku": "MUG-RED", "quantity": 2, "unit_price": "9.99", "currency": "EUR"},' ..

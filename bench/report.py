@@ -11,43 +11,17 @@ import matplotlib
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
 
+from bench.scenarios.order_creation import NAMES
+from bench.scenarios.order_creation import goal_rows as s1_goal_rows
+from bench.scenarios.order_creation import report_section as s1_section
 from bench.scenarios.tracing import goal_rows as tracing_goal_rows
 from bench.scenarios.tracing import report_section as tracing_section
-
-NAMES = {"a": "a create only", "b": "b outbox", "c": "c .delay()", "d": "d synchronous"}
 
 
 def goals(r: dict[str, Any]) -> list[tuple[str, str, str, bool | None]]:
     """(goal, target, measured, met) rows; None when the scenario did not run."""
     rows: list[tuple[str, str, str, bool | None]] = []
-    if "s1" in r:
-        s = r["s1"]["summary"]
-        level = 16 if 16 in s["a"] or "16" in s["a"] else r["s1"]["levels"][0]
-        a, b, d = (s[v][level] for v in ("a", "b", "d"))
-        rows.append(
-            (
-                "order create throughput, outbox vs create only",
-                ">= 0.85x",
-                f"{b['rps'] / a['rps']:.2f}x",
-                b["rps"] / a["rps"] >= 0.85,
-            )
-        )
-        rows.append(
-            (
-                "order create p99, outbox vs create only",
-                "<= 1.5x",
-                f"{b['p99_ms'] / a['p99_ms']:.2f}x",
-                b["p99_ms"] / a["p99_ms"] <= 1.5,
-            )
-        )
-        rows.append(
-            (
-                "order create throughput, outbox vs synchronous",
-                ">= 30x",
-                f"{b['rps'] / d['rps']:.0f}x",
-                b["rps"] / d["rps"] >= 30,
-            )
-        )
+    rows += s1_goal_rows(r)
     if "s2_publish" in r:
         p = r["s2_publish"]
         ratio = paired_ratio(p, p["relay"] / p["apply_async"])
@@ -206,35 +180,7 @@ def write_report(r: dict[str, Any], out: Path) -> Path:
         ),
         "",
     ]
-    if "s1" in r:
-        s = r["s1"]
-        parts += [
-            "## S1 order creation (POST /api/orders, gunicorn 2 sync workers, wrk)",
-            "",
-            (
-                f"Median of {s['reps']} interleaved runs of {s['seconds']} s per cell (d: 1 run). No relay or worker "
-                "runs during S1, so background work does not compete for the 2 cores; (d) talks to the SMTP sink, "
-                "renders the PDF and calls a fake vendor with 200 ms latency inside the request."
-            ),
-            "",
-        ]
-        rows = [["variant", "conns", "req/s", "p50 ms", "p95 ms", "p99 ms", "vs a"]]
-        for variant in "abcd":
-            for level in s["levels"]:
-                cell = s["summary"][variant][level]
-                base = s["summary"]["a"][level]["rps"]
-                rows.append(
-                    [
-                        NAMES[variant],
-                        str(level),
-                        f"{cell['rps']:.0f}",
-                        f"{cell['p50_ms']:.1f}",
-                        f"{cell['p95_ms']:.1f}",
-                        f"{cell['p99_ms']:.1f}",
-                        f"{cell['rps'] / base:.2f}x",
-                    ]
-                )
-        parts += [table(rows), ""]
+    parts += s1_section(r)
     if "s2_publish" in r:
         p = r["s2_publish"]
         parts += [

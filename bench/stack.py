@@ -24,6 +24,11 @@ VARIANTS = {
     "c": (".delay() after commit", "bench.strategies.delay_after_commit"),
     "d": ("synchronous", "bench.strategies.synchronous"),
 }
+# S1's floor (bench/urls.py): a bare APIView INSERTing into a table of the bench's own
+BARE_PATH = "/bench/bare"
+BARE_TABLE = """CREATE TABLE IF NOT EXISTS bench_bare (
+    id bigserial PRIMARY KEY, body jsonb NOT NULL, created_at timestamptz NOT NULL DEFAULT now()
+)"""
 
 
 @dataclass
@@ -58,6 +63,10 @@ class Bench:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0)
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(BARE_TABLE)
         from django.contrib.auth.models import User
         from rest_framework.authtoken.models import Token
 
@@ -103,7 +112,7 @@ class Bench:
                     cursor.execute("SET LOCAL lock_timeout = '2s'")
                     cursor.execute(
                         "TRUNCATE orders_orderline, orders_invoice, orders_order, jobs_outboxmessage, jobs_taskrun, "
-                        "notifications_emailattempt, notifications_emaildelivery CASCADE"
+                        "notifications_emailattempt, notifications_emaildelivery, bench_bare CASCADE"
                     )
                 break
             except OperationalError:
@@ -131,13 +140,13 @@ class Bench:
         wait(lambda: _get(f"http://127.0.0.1:{port}/healthz"), 30, f"gunicorn {variant}")
         return proc
 
-    def wrk(self, port: int, connections: int, seconds: float) -> dict[str, float]:
+    def wrk(self, port: int, connections: int, seconds: float, path: str = "/api/orders") -> dict[str, float]:
         result = subprocess.run(
             [
                 "wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
                 "-s", str(ROOT / "bench" / "post_order.lua"), f"http://127.0.0.1:{port}",
             ],
-            env={**os.environ, "BENCH_TOKEN": self.token},
+            env={**os.environ, "BENCH_TOKEN": self.token, "BENCH_PATH": path},
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         line = next(x for x in result.stdout.splitlines() if x.startswith("BENCH "))

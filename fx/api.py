@@ -11,6 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.schema import raises
+from core.serializers import BuiltOnceModelSerializer
 from fx.errors import RatesUnavailable
 from fx.models import FxRate
 from fx.selectors import last_synced_at, latest_rates, rates_are_stale
@@ -41,7 +42,7 @@ class FxRatesApi(APIView):
             return code
 
     class OutputSerializer(serializers.Serializer[Any]):
-        class RateSerializer(serializers.ModelSerializer[FxRate]):
+        class RateSerializer(BuiltOnceModelSerializer[FxRate]):
             class Meta:
                 model = FxRate
                 fields = ["quote", "rate", "as_of", "source"]

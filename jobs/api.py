@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.schema import raises
+from core.serializers import BuiltOnceModelSerializer
 from core.storage import private_download
 from core.users import request_user
 from jobs.errors import JobStateConflict
@@ -24,7 +25,7 @@ from jobs.services import job_cancel
 
 
 class JobDetailApi(APIView):
-    class OutputSerializer(serializers.ModelSerializer[Job]):
+    class OutputSerializer(BuiltOnceModelSerializer[Job]):
         result_url = serializers.SerializerMethodField()
 
         class Meta:

@@ -24,6 +24,7 @@ from rest_framework.views import APIView
 from core.idempotency import idempotent
 from core.pagination import paginated_response
 from core.schema import IDEMPOTENCY_KEY, location, raises
+from core.serializers import BuiltOnceModelSerializer
 from core.users import request_user
 from kyc import documents, selectors, services
 from kyc.errors import DocumentInvalid, SubmissionAlreadyOpen, UnsupportedDocument, UploadTooLarge
@@ -46,7 +47,7 @@ class DocumentFileField(serializers.FileField):
     pass
 
 
-class DocumentOutputSerializer(serializers.ModelSerializer[Document]):
+class DocumentOutputSerializer(BuiltOnceModelSerializer[Document]):
     purged = serializers.SerializerMethodField()
 
     class Meta:
@@ -57,7 +58,7 @@ class DocumentOutputSerializer(serializers.ModelSerializer[Document]):
         return document.purged_at is not None
 
 
-class SubmissionOutputSerializer(serializers.ModelSerializer[Submission]):
+class SubmissionOutputSerializer(BuiltOnceModelSerializer[Submission]):
     url = serializers.SerializerMethodField()
     documents = DocumentOutputSerializer(many=True, read_only=True)
 

@@ -20,6 +20,7 @@ from core.fields import StrictCharField, StrictIntegerField
 from core.idempotency import idempotent
 from core.pagination import paginated_response
 from core.schema import IDEMPOTENCY_KEY, location, raises
+from core.serializers import BuiltOnceModelSerializer
 from core.storage import private_download
 from core.users import request_user
 from orders import exports, selectors, services
@@ -57,7 +58,7 @@ class MoneyField(serializers.Field[Decimal, Decimal, str, Any]):
         return format_amount(getattr(value, self.field_name or ""), currency)
 
 
-class LineOutputSerializer(serializers.ModelSerializer[OrderLine]):
+class LineOutputSerializer(BuiltOnceModelSerializer[OrderLine]):
     unit_price = MoneyField()
     line_total = MoneyField()
 
@@ -66,7 +67,7 @@ class LineOutputSerializer(serializers.ModelSerializer[OrderLine]):
         fields = ["sku", "quantity", "unit_price", "line_total"]
 
 
-class OrderOutputSerializer(serializers.ModelSerializer[Order]):
+class OrderOutputSerializer(BuiltOnceModelSerializer[Order]):
     number = serializers.CharField(read_only=True)
     total = MoneyField()
     # `line_list`: the lines the create just wrote, or the selectors' prefetch; never a query.

@@ -22,6 +22,7 @@ REDIS_URL = _RUN_REDIS_URL
 CELERY_BROKER_URL = REDIS_URL
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 INSTALLED_APPS = [*INSTALLED_APPS, "bench"]  # bench.noop, bench.noop_plain, bench.started
+ROOT_URLCONF = "bench.urls"  # the project's URLs and S1's floor (bench/urls.py), nothing else
 LOG_LEVEL = env("LOG_LEVEL", default="WARNING")
 _logging["root"]["level"] = LOG_LEVEL
 _logging["loggers"]["django"]["level"] = LOG_LEVEL

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.schema import raises
+from core.serializers import BuiltOnceModelSerializer
 from core.users import request_user
 from jobs.flows.errors import FlowStateConflict
 from jobs.flows.selectors import flow_list, nested_flows
@@ -19,7 +20,7 @@ from jobs.flows.services import flow_cancel
 from jobs.models import Flow, FlowStep
 
 
-class StepOutputSerializer(serializers.ModelSerializer[FlowStep]):
+class StepOutputSerializer(BuiltOnceModelSerializer[FlowStep]):
     task = serializers.CharField(source="task_name")
     flow_url = serializers.SerializerMethodField(help_text="A nested flow's own status URL")
 
@@ -45,7 +46,7 @@ class StepOutputSerializer(serializers.ModelSerializer[FlowStep]):
         return reverse("flows:detail", kwargs={"flow_id": nested}) if nested else None
 
 
-class FlowOutputSerializer(serializers.ModelSerializer[Flow]):
+class FlowOutputSerializer(BuiltOnceModelSerializer[Flow]):
     url = serializers.SerializerMethodField()
     cancel_url = serializers.SerializerMethodField()
     failed_step = serializers.SlugRelatedField[FlowStep](slug_field="name", read_only=True, allow_null=True)

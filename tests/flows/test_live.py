@@ -80,7 +80,8 @@ def test_fail_policy_cancels_pending_steps_fails_the_flow_and_dead_letters_the_s
     slow, later, never = key(), key(), key()
     flow = start(
         Step("charge", "probe.permanent", kwargs={"key": key()}),
-        Step("slow", "probe.sleep", kwargs={"key": slow, "seconds": 1.0}),
+        # still running when "charge" fails, even when a busy machine runs "charge" late
+        Step("slow", "probe.sleep", kwargs={"key": slow, "seconds": 3.0}),
         Step("ship", "probe.record", kwargs={"key": never}, after=("charge", "slow")),
         Step("later", "probe.record", kwargs={"key": later}, after=("slow",)),
     )
