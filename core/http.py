@@ -19,6 +19,7 @@ text: it may echo what we sent.
 import os
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import cache
 from typing import Any
 
 import requests
@@ -140,3 +141,18 @@ class HttpClient:
                 retry_after=retry_after_seconds(response.headers.get("Retry-After")),
             )
         raise UpstreamPermanent(message, status_code=status)
+
+
+@cache
+def client_for(
+    service: str, base_url: str, *, scheme: str, api_key: str, connect_timeout: float, read_timeout: float
+) -> HttpClient:
+    """One client (and so one pooled session) per service and configuration. Callers pass the
+    settings on every call: a test that changes them gets a client of its own."""
+    return HttpClient(
+        service=service,
+        base_url=base_url,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        headers={"Authorization": f"{scheme} {api_key}"} if api_key else {},
+    )

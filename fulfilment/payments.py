@@ -8,11 +8,10 @@ classified once: 5xx/408/425/429/timeouts retryable with Retry-After, any other 
 """
 
 from dataclasses import dataclass
-from functools import cache
 
 from django.conf import settings
 
-from core.http import HttpClient, UpstreamPermanent
+from core.http import UpstreamPermanent, client_for
 from fulfilment.errors import PaymentDeclined
 
 
@@ -22,23 +21,14 @@ class CaptureResult:
     replayed: bool  # the provider had this key already: the first capture, returned again
 
 
-@cache
-def _client_for(url: str, api_key: str, connect_timeout: float, read_timeout: float) -> HttpClient:
-    return HttpClient(
-        service="payment provider",
-        base_url=url,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
-    )
-
-
 def capture(*, idempotency_key: str, reference: str, amount: str, currency: str) -> CaptureResult:
-    client = _client_for(
+    client = client_for(
+        "payment provider",
         settings.PAYMENT_PROVIDER_URL,
-        settings.PAYMENT_PROVIDER_API_KEY,
-        settings.PAYMENT_PROVIDER_CONNECT_TIMEOUT,
-        settings.PAYMENT_PROVIDER_READ_TIMEOUT,
+        scheme="Bearer",
+        api_key=settings.PAYMENT_PROVIDER_API_KEY,
+        connect_timeout=settings.PAYMENT_PROVIDER_CONNECT_TIMEOUT,
+        read_timeout=settings.PAYMENT_PROVIDER_READ_TIMEOUT,
     )
     try:
         response = client.request(

@@ -11,7 +11,6 @@ business: callers take a token first (kyc/checks.py).
 """
 
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
@@ -19,7 +18,7 @@ import requests
 from django.conf import settings
 from django.core.files import File
 
-from core.http import HttpClient, UpstreamPermanent
+from core.http import HttpClient, UpstreamPermanent, client_for
 
 FINAL_STATUSES = ("approved", "rejected", "manual_review")
 STATUSES = ("pending", *FINAL_STATUSES)
@@ -46,22 +45,13 @@ class Upload:
 
 
 def _client() -> HttpClient:
-    return _client_for(
+    return client_for(
+        "vendor",
         settings.KYC_VENDOR_URL,
-        settings.KYC_VENDOR_API_KEY,
-        settings.KYC_VENDOR_CONNECT_TIMEOUT,
-        settings.KYC_VENDOR_READ_TIMEOUT,
-    )
-
-
-@cache
-def _client_for(url: str, api_key: str, connect_timeout: float, read_timeout: float) -> HttpClient:
-    return HttpClient(
-        service="vendor",
-        base_url=url,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        headers={"Authorization": f"Token {api_key}"} if api_key else {},
+        scheme="Token",
+        api_key=settings.KYC_VENDOR_API_KEY,
+        connect_timeout=settings.KYC_VENDOR_CONNECT_TIMEOUT,
+        read_timeout=settings.KYC_VENDOR_READ_TIMEOUT,
     )
 
 
