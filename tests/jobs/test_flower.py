@@ -35,10 +35,9 @@ def get(port: int, path: str, **kwargs):
         return None
 
 
-def test_flower_refuses_to_start_without_credentials():
-    env = child_env(FLOWER_REQUIRE_AUTH="1", FLOWER_PORT=str(free_port()))
-    env.pop("FLOWER_BASIC_AUTH", None)
-    result = subprocess.run(
+def run_flower(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`manage.py run_flower` as a process of its own, for the refusals it makes before starting."""
+    return subprocess.run(
         [sys.executable, "manage.py", "run_flower"],
         cwd=ROOT,
         env=env,
@@ -46,6 +45,12 @@ def test_flower_refuses_to_start_without_credentials():
         text=True,
         timeout=60,
     )
+
+
+def test_flower_refuses_to_start_without_credentials():
+    env = child_env(FLOWER_REQUIRE_AUTH="1", FLOWER_PORT=str(free_port()))
+    env.pop("FLOWER_BASIC_AUTH", None)
+    result = run_flower(env)
     assert result.returncode != 0
     assert "FLOWER_BASIC_AUTH" in result.stderr
 
@@ -78,14 +83,8 @@ def test_flower_needs_basic_auth_and_keeps_its_history_across_a_restart(isolated
 
 @pytest.mark.parametrize("auth", ["ops:", "ops:short", ":" + "p" * 20, "ops:" + "p" * 20 + ",dev:weak"])
 def test_flower_refuses_an_empty_or_short_password(auth):
-    env = child_env(FLOWER_REQUIRE_AUTH="1", FLOWER_PORT=str(free_port()), FLOWER_BASIC_AUTH=auth)
-    result = subprocess.run(
-        [sys.executable, "manage.py", "run_flower"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = run_flower(
+        child_env(FLOWER_REQUIRE_AUTH="1", FLOWER_PORT=str(free_port()), FLOWER_BASIC_AUTH=auth)
     )
     assert result.returncode != 0
     assert "at least 16 characters" in result.stderr
