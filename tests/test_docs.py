@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from bench.scenarios.order_creation import floor_comparison
 from jobs.management.commands.reliability_report import ORDER, RESULTS, render
 from jobs.management.commands.retry_table import documented_tasks, retry_table
 from jobs.management.commands.schedule_table import schedule_table
@@ -177,3 +178,9 @@ def test_reliability_results_in_the_docs_are_rendered_from_the_committed_results
     )
     # from a run of the whole suite: every scenario, one commit
     assert set(ORDER) <= set(results["scenarios"]), set(ORDER) - set(results["scenarios"])
+
+
+def test_the_create_against_its_floor_is_rendered_from_the_bench_results():
+    assert floor_comparison() in text(DOCS / "performance.md"), (
+        "paste bench.scenarios.order_creation.floor_comparison() into docs/performance.md"
+    )

@@ -3,8 +3,10 @@
 wrk at several concurrencies, medians of interleaved repeats. The floor is served by (b)'s
 gunicorn, so the full create and the floor share processes, settings and middleware."""
 
+import json
 import statistics
 import sys
+from pathlib import Path
 from typing import Any
 
 from bench.measure import say
@@ -20,6 +22,12 @@ NAMES = {
 ORDER = ("bare", "a", "b", "c", "d")
 # issue 18: the full create at >= 0.5x the floor's throughput, p99 <= 2x the floor's
 FLOOR_THROUGHPUT, FLOOR_P99 = 0.5, 2.0
+# The S1 runs docs/performance.md compares (label -> results file); a new run is added here.
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+FLOOR_RUNS = {
+    "[before](/bench/results/2026-12-01-s1-before.md) (bc9f381)": "2026-12-01-s1-before.json",
+    "[after](/bench/results/2026-12-01.md) `core/serializers.py` (95595f1)": "2026-12-01.json",
+}
 
 
 def s1_orders(bench: Bench) -> None:
@@ -151,3 +159,22 @@ def report_section(r: dict[str, Any]) -> list[str]:
                 row.append(f"{cell['rps'] / other['rps']:.2f}x" if other else "-")
             lines.append("| " + " | ".join(row) + " |")
     return [*lines, ""]
+
+
+def floor_comparison(runs: dict[str, str] = FLOOR_RUNS) -> str:
+    """docs/performance.md's table of the create against the floor, one row per results file
+    (label -> file in bench/results/), so the figures there come from the runs themselves."""
+    header = (
+        f"| run | floor req/s | create req/s | create / floor (goal >= {FLOOR_THROUGHPUT}x) "
+        f"| create-only / floor | create p99 / floor p99 (goal <= {FLOOR_P99}x) |"
+    )
+    lines = [header, "|---|---|---|---|---|---|"]
+    for label, name in runs.items():
+        s, level = _cells(json.loads((RESULTS / name).read_text()))
+        bare, a, b = (s[v][level] for v in ("bare", "a", "b"))
+        lines.append(
+            f"| {label} | {bare['rps']:,.0f} | {b['rps']:,.0f} | {b['rps'] / bare['rps']:.2f}x "
+            f"| {a['rps'] / bare['rps']:.2f}x | {b['p99_ms']:.1f} / {bare['p99_ms']:.1f} ms = "
+            f"{b['p99_ms'] / bare['p99_ms']:.2f}x |"
+        )
+    return "\n".join(lines)
