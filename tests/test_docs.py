@@ -10,6 +10,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from bench.scenarios.order_creation import floor_comparison
+from bench.scenarios.tracing import DOCUMENTED_RUN, cost_table
 from jobs.management.commands.reliability_report import ORDER, RESULTS, render
 from jobs.management.commands.retry_table import documented_tasks, retry_table
 from jobs.management.commands.schedule_table import schedule_table
@@ -183,4 +184,11 @@ def test_reliability_results_in_the_docs_are_rendered_from_the_committed_results
 def test_the_create_against_its_floor_is_rendered_from_the_bench_results():
     assert floor_comparison() in text(DOCS / "performance.md"), (
         "paste bench.scenarios.order_creation.floor_comparison() into docs/performance.md"
+    )
+
+
+def test_the_cost_of_tracing_is_rendered_from_the_bench_results():
+    results = json.loads((ROOT / "bench" / "results" / DOCUMENTED_RUN).read_text())
+    assert cost_table(results) in text(DOCS / "performance.md"), (
+        "paste bench.scenarios.tracing.cost_table() of the documented run into docs/performance.md"
     )

@@ -239,3 +239,27 @@ def report_section(r: dict[str, Any]) -> list[str]:
                 f"| {what} | {state} | {s[state]['rate']:.0f} {unit} | {s[state]['cpu_ms']:.2f} ms | {ratios[0]} | {ratios[1]} |"
             )
     return [*lines, ""]
+
+
+DOCUMENTED_RUN = "2026-12-01-tracing.json"  # in bench/results/: the run docs/performance.md shows
+
+
+def cost_table(r: dict[str, Any]) -> str:
+    """docs/performance.md's summary of an S6 run (medians of the rounds), from its results."""
+    lines = [
+        "| measure | off | on | no SQL spans | 10 % sampled |",
+        "|---|---|---|---|---|",
+    ]
+    for key, what, per in (
+        ("s6_create", "order create", "request (gunicorn)"),
+        ("s6_email", "email task", "email (worker)"),
+    ):
+        s = r[key]
+        cpu = " | ".join(f"{s[state]['cpu_ms']:.1f} ms" for state in STATES)
+        ratios = [f"{statistics.median(s[f'cpu_ratios_{state}']):.2f}x" for state in list(STATES)[1:]]
+        ratios[0] = f"**{ratios[0]}**"
+        lines += [
+            f"| {what}, CPU per {per} | {cpu} |",
+            f"| {what}, throughput per CPU vs off | | {' | '.join(ratios)} |",
+        ]
+    return "\n".join(lines)
