@@ -7,7 +7,6 @@ state (a duplicate delivery: its effect already happened) or that a live run hol
 epoch is the run's owner token (`Fence`): every later write of the run is conditional on it.
 """
 
-import contextlib
 import logging
 import os
 import socket
@@ -21,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from jobs.models import TaskRun
@@ -255,7 +254,7 @@ def begin(meta: TaskMeta, *, max_deliveries: int) -> Begun:
         "stale": settings.TASKYARD_HEARTBEAT_STALE_SECONDS,
         "dead_worker": "",
     }
-    row = _bookkeeping(_BEGIN_SQL, params, returns=True)
+    row = _bookkeeping(_BEGIN_SQL, params)
     if row is None:
         # Refused: finished, or running. A process on this host that died (a child killed
         # mid-task; its message was requeued at once) may be taken over without waiting.
@@ -265,7 +264,7 @@ def begin(meta: TaskMeta, *, max_deliveries: int) -> Begun:
         if not _process_gone(previous[1]):
             return Begun(Claim.RUNNING_ELSEWHERE)
         params["dead_worker"] = previous[1]
-        row = _bookkeeping(_BEGIN_SQL, params, returns=True)
+        row = _bookkeeping(_BEGIN_SQL, params)
         if row is None:  # someone else took it over meanwhile
             return Begun(Claim.RUNNING_ELSEWHERE)
     deliveries, epoch, predecessor = int(row[0]), int(row[1]), row[2]
@@ -276,13 +275,16 @@ def begin(meta: TaskMeta, *, max_deliveries: int) -> Begun:
 
 
 # TaskRun rows are bookkeeping: a duplicate check, a delivery count and the epoch, not the
-# effect. Outside a transaction they commit asynchronously (one round trip, no wait for the
-# WAL flush: ~0.35 ms less per task here). A PostgreSQL crash can lose the last fraction of a
-# second of them, which only means a task may run again; a lost epoch increment leaves the
-# newer run holding an epoch the database no longer has, so its fenced writes are refused,
-# never doubled. Effects are guarded by their own ledger rows, which commit durably in the
-# task's own transaction.
-_ASYNC_COMMIT = "BEGIN; SET LOCAL synchronous_commit TO off; {sql}; COMMIT"
+# effect. Outside a transaction they commit asynchronously (no wait for the WAL flush: ~0.35 ms
+# less per task here). A PostgreSQL crash can lose the last fraction of a second of them, which
+# only means a task may run again; a lost epoch increment leaves the newer run holding an epoch
+# the database no longer has, so its fenced writes are refused, never doubled. Effects are
+# guarded by their own ledger rows, which commit durably in the task's own transaction.
+# How: the statement runs on its own (autocommit), so it is its own transaction, and a
+# transaction-local set_config in its RETURNING list turns synchronous_commit off for that
+# commit only (evaluated before the commit, and only when the statement wrote its row). One
+# statement with one result, rather than BEGIN; SET LOCAL; ...; COMMIT and four results.
+_ASYNC_COMMIT = ", set_config('synchronous_commit', 'off', true)"
 _FINISH_SQL = """
 UPDATE jobs_taskrun SET state = %s, finished_at = now(), error = %s
 WHERE task_id = %s AND epoch = %s AND state = 'running'
@@ -290,27 +292,19 @@ RETURNING 1
 """
 
 
-def _bookkeeping(sql: str, params: Any, *, returns: bool) -> tuple[Any, ...] | None:
+def _bookkeeping(sql: str, params: Any) -> tuple[Any, ...] | None:
+    """Run a TaskRun statement ending in RETURNING; its row, or None when it matched none."""
+    # Inside the caller's transaction (a retry's outbox row) it commits with it, durably.
+    statement = sql if connection.in_atomic_block else sql.rstrip() + _ASYNC_COMMIT
     with connection.cursor() as cursor:
-        if connection.in_atomic_block:  # part of the caller's transaction (a retry's outbox row)
-            cursor.execute(sql, params)
-            return cursor.fetchone() if returns else None
-        try:
-            cursor.execute(_ASYNC_COMMIT.format(sql=sql), params)
-        except DatabaseError:
-            with contextlib.suppress(DatabaseError):
-                cursor.execute("ROLLBACK")  # don't leave the session inside a failed BEGIN
-            raise
-        if not returns:
-            return None
-        cursor.nextset()  # past BEGIN
-        cursor.nextset()  # past SET LOCAL: the statement's own result
-        return tuple(cursor.fetchone() or ()) or None
+        cursor.execute(statement, params)
+        row = cursor.fetchone()
+    return tuple(row) if row is not None else None
 
 
 def finish(fence: Fence, state: TaskRun.State, error: str = "") -> bool:
     """Record how the run ended, if it still holds the task id. False: superseded, not applied."""
-    applied = _bookkeeping(_FINISH_SQL, [str(state), error[:4000], fence.task_id, fence.epoch], returns=True)
+    applied = _bookkeeping(_FINISH_SQL, [str(state), error[:4000], fence.task_id, fence.epoch])
     if applied is None:
         logger.warning("task %s epoch %d: superseded; its %s was refused", fence.task_id, fence.epoch, state)
         return False

@@ -4,12 +4,23 @@ S5 scaling: 1 vs 2 pool processes, draining a backlog."""
 import statistics
 import time
 
+from bench.cpu import cpu_by_role, cpu_seconds
 from bench.measure import done_at_least, paired, say, wait
 from bench.stack import Bench
 
 
-def drain(bench: Bench, task: str, count: int, concurrency: int, preload: bool = False, **env: str) -> float:
-    """Messages/s a worker drains (from first publish, or from worker start for a backlog)."""
+def drain(
+    bench: Bench,
+    task: str,
+    count: int,
+    concurrency: int,
+    preload: bool = False,
+    cpu: dict[str, float] | None = None,
+    **env: str,
+) -> float:
+    """Messages/s a worker drains (from first publish, or from worker start for a backlog).
+    With `cpu`, fills it with the CPU-ms per task each role used meanwhile (worker, PostgreSQL,
+    Redis, the publishing load generator), read from the processes' own counters."""
     from bench import tasks
 
     bench.reset_data()
@@ -29,13 +40,23 @@ def drain(bench: Bench, task: str, count: int, concurrency: int, preload: bool =
     worker = bench.procs.worker(
         f"drain-{task}-{concurrency}", queues="default", concurrency=concurrency, **env
     )
+    roots = {worker.pid: "worker"}
+    cpu_before = cpu_seconds(roots)
     if not preload:
         started = time.perf_counter()
         publish()
     wait(lambda: int(client.get("bench:done") or 0) >= count, 600, f"{count} {task}", interval=0.02)
     rate = count / (time.perf_counter() - started)
+    if cpu is not None:
+        used = cpu_by_role(cpu_before, cpu_seconds(roots))
+        cpu.update({role: seconds * 1000 / count for role, seconds in used.items() if role != "other"})
     worker.stop()
     return rate
+
+
+def median_by_role(runs: list[dict[str, float]]) -> dict[str, float]:
+    roles = sorted({role for run in runs for role in run})
+    return {role: statistics.median(run.get(role, 0.0) for run in runs) for role in roles}
 
 
 def rss_of_tree(pid: int) -> int:
@@ -47,9 +68,15 @@ def rss_of_tree(pid: int) -> int:
 
 def s4_workers(bench: Bench) -> None:
     count = 3000 if bench.quick else 10000
+    cpu: dict[str, list[dict[str, float]]] = {"base": [], "plain": []}
+
+    def measured(task: str, kind: str) -> float:
+        cpu[kind].append({})
+        return drain(bench, task, count, 2, cpu=cpu[kind][-1])
+
     base, plain = paired(
-        lambda: drain(bench, "bench.noop", count, 2),
-        lambda: drain(bench, "bench.noop_plain", count, 2),
+        lambda: measured("bench.noop", "base"),
+        lambda: measured("bench.noop_plain", "plain"),
         reps=1 if bench.quick else 5,
     )
     for rep, (b, p) in enumerate(zip(base, plain, strict=True)):
@@ -59,6 +86,8 @@ def s4_workers(bench: Bench) -> None:
         "plain": statistics.median(plain),
         "base": statistics.median(base),
         "ratios": [b / p for b, p in zip(base, plain, strict=True)],
+        # CPU-ms per task by role, median over the reps: where the base task's extra time goes
+        "cpu_ms_per_task": {kind: median_by_role(runs) for kind, runs in cpu.items()},
     }
 
     # RSS over many tasks, children never recycled (so a leak would show; Celery refuses 0 for off)

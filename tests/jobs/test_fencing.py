@@ -179,3 +179,26 @@ def test_an_enqueue_inside_a_rolled_back_savepoint_of_a_batch_is_not_written():
             pass
     keys = set(OutboxMessage.objects.values_list("kwargs__key", flat=True))
     assert keys == {"kept"}
+
+
+ASYNC_COMMIT = "set_config('synchronous_commit', 'off', true)"
+
+
+def test_claim_and_finish_commit_asynchronously_on_their_own_and_durably_inside_a_transaction():
+    """docs/failures.md: TaskRun bookkeeping skips the WAL-flush wait for its own commit only;
+    inside a caller's transaction (a retry's outbox row) it commits with it, durably."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as alone:
+        _, fence = run_of()
+        assert execution.finish(fence, TaskRun.State.SUCCEEDED)
+    assert [ASYNC_COMMIT in q["sql"] for q in alone.captured_queries] == [True, True]
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")  # transaction-local: the session is untouched
+        assert cursor.fetchone()[0] == "on"
+
+    with CaptureQueriesContext(connection) as inside, transaction.atomic():
+        _, fence = run_of()
+        assert execution.finish(fence, TaskRun.State.RETRIED)
+    assert not any(ASYNC_COMMIT in q["sql"] for q in inside.captured_queries)
