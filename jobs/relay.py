@@ -32,8 +32,7 @@ import psycopg
 import redis
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
-from django.db.models import F, Min, QuerySet
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from kombu.exceptions import KombuError, OperationalError
 from prometheus_client import Counter
@@ -102,6 +101,19 @@ WHERE id IN (
 )
 RETURNING id, task_name, queue, args, kwargs, headers, priority, not_before
 """
+# The relay's two per-wake statements besides the claim are plain SQL as well: as ORM calls
+# (an update, an aggregate) compiling them cost more of the relay's CPU than publishing did
+# (bench S3 profile of the relay, docs/performance.md).
+_MARK_SENT_SQL = """
+UPDATE jobs_outboxmessage SET sent_at = now(), claimed_until = NULL, claim_token = NULL
+WHERE id = ANY(%(ids)s) AND claim_token = %(token)s
+"""
+# Seconds until the next unsent row can be claimed: its not_before, or the end of a lease on
+# it. NULL when nothing is unsent.
+_NEXT_DUE_SQL = """
+SELECT extract(epoch FROM min(greatest(not_before, coalesce(claimed_until, not_before))) - now())
+FROM jobs_outboxmessage WHERE sent_at IS NULL
+"""
 
 
 class Relay:
@@ -164,7 +176,9 @@ class Relay:
     def mark_sent(self, lease: Lease) -> int:
         """Mark the leased rows sent: only those still under this lease (a lease that ran out
         may have been taken by another relay, whose marks are the ones that count)."""
-        marked = lease.rows_held().update(sent_at=timezone.now(), claimed_until=None, claim_token=None)
+        with connection.cursor() as cursor:
+            cursor.execute(_MARK_SENT_SQL, {"ids": [r.id for r in lease.rows], "token": lease.token})
+            marked = cursor.rowcount
         self._log_lost_rows(lease, marked, "sent")
         return marked
 
@@ -231,12 +245,12 @@ class Relay:
         """Until the next unsent row can be claimed: its not_before, or the end of another
         relay's lease on it (a broker outage's back-off lease included), so a relay with
         nothing claimable sleeps instead of spinning on claim + select."""
-        nxt = OutboxMessage.objects.filter(sent_at__isnull=True).aggregate(
-            next=Min(Greatest("not_before", Coalesce("claimed_until", "not_before")))
-        )["next"]
-        if nxt is None:
+        with connection.cursor() as cursor:
+            cursor.execute(_NEXT_DUE_SQL)
+            (seconds,) = cursor.fetchone()
+        if seconds is None:
             return self.poll_interval
-        return max(0.0, min(self.poll_interval, (nxt - timezone.now()).total_seconds()))
+        return max(0.0, min(self.poll_interval, float(seconds)))
 
     def wait(self, timeout: float) -> None:
         """Block until a NOTIFY arrives or `timeout` passes."""

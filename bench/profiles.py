@@ -1,0 +1,138 @@
+"""CPU profiles of the stack's processes while the bench loads them: py-spy samples each role
+(a process and its children) from outside, so nothing in the product is instrumented for it.
+
+Only threads holding the GIL are sampled (`--gil`): a thread waiting on a socket (PostgreSQL,
+Redis, SMTP) releases it, so the samples are Python CPU time, not wall time. Each role's
+collapsed stacks are saved (speedscope.app and flamegraph.pl read them) and drawn as an SVG
+flame graph with `flame_svg`; `top_frames` names the functions that cost the most.
+"""
+
+import html
+import re
+import shutil
+import subprocess
+import sys
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+RATE_HZ = 200
+_LINE_NUMBER = re.compile(r":\d+\)$")  # "fn (orders/views.py:42)" -> "fn (orders/views.py)"
+
+
+def py_spy() -> str | None:
+    """The py-spy next to this interpreter (requirements/bench.txt), else one on PATH."""
+    here = Path(sys.executable).parent / "py-spy"
+    return str(here) if here.exists() else shutil.which("py-spy")
+
+
+def record(pids: dict[str, int], seconds: float, out: Path) -> dict[str, subprocess.Popen[bytes]]:
+    """Start one py-spy per role (name -> pid of its root process) for `seconds`."""
+    exe = py_spy()
+    if exe is None:
+        return {}
+    out.mkdir(parents=True, exist_ok=True)
+    running = {}
+    for role, pid in pids.items():
+        running[role] = subprocess.Popen(
+            [
+                exe, "record", "--pid", str(pid), "--subprocesses", "--gil", "--nonblocking",
+                "--rate", str(RATE_HZ), "--duration", str(int(seconds)), "--format", "raw",
+                "--output", str(out / f"{slug(role)}.txt"),
+            ],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+    return running
+
+
+def collect(running: dict[str, subprocess.Popen[bytes]], out: Path) -> dict[str, str]:
+    """Wait for each py-spy; role -> its collapsed-stacks file, or why there is none."""
+    found = {}
+    for role, proc in running.items():
+        _, err = proc.communicate(timeout=120)
+        path = out / f"{slug(role)}.txt"
+        ok = proc.returncode == 0 and path.exists() and path.stat().st_size
+        found[role] = str(path) if ok else f"no profile: {err.decode(errors='replace').strip()[-200:]}"
+    return found
+
+
+def stacks(path: Path) -> Counter[tuple[str, ...]]:
+    """Collapsed stacks (`frame;frame;... count`), the process line and line numbers dropped so
+    that the children of a role (gunicorn workers, pool children) add up."""
+    counts: Counter[tuple[str, ...]] = Counter()
+    for line in path.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():  # not a stack line
+            continue
+        counts[tuple(_LINE_NUMBER.sub(")", f) for f in stack.split(";")[1:])] += int(n)
+    return counts
+
+
+def top_frames(path: Path, n: int = 8) -> list[tuple[str, float]]:
+    """The `n` functions with the most samples of their own (self time), as % of the role's."""
+    counts = stacks(path)
+    total = sum(counts.values()) or 1
+    own: Counter[str] = Counter()
+    for frames, count in counts.items():
+        if frames:
+            own[frames[-1]] += count
+    return [(frame, count / total * 100) for frame, count in own.most_common(n)]
+
+
+def cpu_ms(path: Path) -> float:
+    """CPU-ms the role's sampled threads spent holding the GIL."""
+    return sum(stacks(path).values()) / RATE_HZ * 1000
+
+
+@dataclass
+class Frame:
+    samples: int = 0
+    children: dict[str, "Frame"] = field(default_factory=dict)
+
+
+def flame_svg(path: Path, title: str, width: int = 1200) -> str:
+    """A flame graph of the collapsed stacks: one box per frame, as wide as its samples; hover
+    a box for its function and share."""
+    counts = stacks(path)
+    total = sum(counts.values()) or 1
+    root = Frame()
+    for frames, count in counts.items():
+        node = root
+        for name in frames:
+            node = node.children.setdefault(name, Frame())
+            node.samples += count
+    boxes: list[tuple[float, int, float, str, float]] = []  # x, depth, width, frame, share
+
+    def place(node: Frame, x: float, depth: int) -> None:
+        for name, child in sorted(node.children.items()):
+            w = child.samples / total * width
+            if w >= 0.5:  # narrower than a pixel: not drawn
+                boxes.append((x, depth, w, name, child.samples / total * 100))
+                place(child, x, depth + 1)
+            x += w
+
+    place(root, 0.0, 0)
+    row = 16
+    height = (max((b[1] for b in boxes), default=0) + 2) * row + 24
+    parts = [
+        (
+            f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+            'font-family="monospace" font-size="11">'
+        ),
+        f'<text x="4" y="14">{html.escape(title)} ({total} samples at {RATE_HZ} Hz)</text>',
+    ]
+    for x, depth, w, name, share in boxes:
+        y = height - (depth + 1) * row
+        hue = 20 + zlib.crc32(name.encode()) % 40  # warm colours, stable from run to run
+        label = html.escape(name[: int(w / 7)]) if w > 40 else ""
+        parts.append(
+            f'<g><title>{html.escape(name)}: {share:.1f} %</title><rect x="{x:.1f}" y="{y}" '
+            f'width="{w:.1f}" height="{row - 1}" fill="hsl({hue},80%,60%)"/>'
+            f'<text x="{x + 2:.1f}" y="{y + 12}">{label}</text></g>'
+        )
+    return "\n".join([*parts, "</svg>"])
+
+
+def slug(role: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in role.split(" (")[0]).strip("-")
