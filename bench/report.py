@@ -149,9 +149,10 @@ def table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def write_report(r: dict[str, Any], out: Path) -> Path:
+def write_report(r: dict[str, Any], out: Path, label: str = "") -> Path:
+    """bench/results/<date>[-<label>].md, .json and the files it shows."""
     out.mkdir(parents=True, exist_ok=True)
-    stem = datetime.now(UTC).strftime("%Y-%m-%d")
+    stem = datetime.now(UTC).strftime("%Y-%m-%d") + (f"-{label}" if label else "")
     images = plots(r, out, stem)
     save_profiles(r, out, stem)
     checks = goals(r)

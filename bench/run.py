@@ -62,6 +62,7 @@ def machine(bench: Bench) -> dict[str, str]:
     )
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     return {
+        "commit": code_version(),
         "cpus": str(os.cpu_count()),
         "cpu": model,
         "memory": f"{int(Path('/proc/meminfo').read_text().split()[1]) // 1024 // 1024} GiB",
@@ -76,10 +77,24 @@ def machine(bench: Bench) -> dict[str, str]:
     }
 
 
+def code_version() -> str:
+    """The commit measured, and whether the working tree differed from it."""
+    git = ["git", "-C", str(ROOT)]
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
+    changed = sorted({line[3:].split("/")[0] for line in dirty.stdout.splitlines()})
+    return f"{head or 'unknown'}" + (f" with local changes in {', '.join(changed)}" if changed else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="taskyard benchmark")
     parser.add_argument("--quick", action="store_true", help="short runs (a smoke test of the benchmark)")
     parser.add_argument("--only", nargs="*", help="scenarios to run: s1 s2 s3 s4 s5 s6 flows")
+    parser.add_argument("--label", default="", help="results as <date>-<label>.md (keeps the day's others)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk (make bench installs it on Debian)")
@@ -110,7 +125,7 @@ def main() -> None:
         bench.results.setdefault("finished", "partial: a scenario failed, see the log")
         from bench.report import write_report
 
-        say(f"report: {write_report(bench.results, RESULTS)}")
+        say(f"report: {write_report(bench.results, RESULTS, args.label)}")
 
 
 if __name__ == "__main__":

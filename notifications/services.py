@@ -26,7 +26,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection
 from django.template.loader import render_to_string
 from django.utils import timezone
 from opentelemetry.trace import SpanKind
@@ -135,6 +135,24 @@ def _render(template: str, context: dict[str, Any]) -> tuple[str, str, str]:
     return subject, text, html
 
 
+# The attempt's row and the delivery's new status in one statement (one round trip, where a
+# transaction of two ORM writes took four: BEGIN, INSERT, UPDATE, COMMIT). The status is
+# recorded only while the claim is still ours: a claim that outlived its lease may have been
+# taken by a newer run, whose record is the one that counts; the attempt is recorded either way.
+_FINISH_SQL = """
+WITH marked AS (
+    UPDATE notifications_emaildelivery
+    SET status = %(status)s, sent_at = %(sent_at)s, last_error = %(error)s
+    WHERE id = %(delivery)s AND claimed_by = %(claimant)s
+    RETURNING id
+)
+INSERT INTO notifications_emailattempt
+    (delivery_id, task_id, outcome, smtp_code, error, started_at, duration_ms)
+VALUES (%(delivery)s, %(task_id)s, %(outcome)s, %(code)s, %(error)s, %(started_at)s, %(duration_ms)s)
+RETURNING (SELECT count(*) FROM marked)
+"""
+
+
 def _finish(
     delivery: EmailDelivery,
     *,
@@ -149,23 +167,24 @@ def _finish(
         EmailAttempt.Outcome.RETRYABLE: EmailDelivery.Status.PENDING,
         EmailAttempt.Outcome.PERMANENT: EmailDelivery.Status.FAILED,
     }[EmailAttempt.Outcome(outcome)]
-    with transaction.atomic():
-        EmailAttempt.objects.create(
-            delivery=delivery,
-            task_id=task_id,
-            outcome=outcome,
-            smtp_code=code,
-            error=redact(error)[:2000],
-            started_at=timezone.now() - timedelta(seconds=time.monotonic() - started),
-            duration_ms=int((time.monotonic() - started) * 1000),
+    now, took = timezone.now(), time.monotonic() - started
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _FINISH_SQL,
+            {
+                "delivery": delivery.pk,
+                "claimant": delivery.claimed_by,
+                "status": str(status),
+                "sent_at": now if status == EmailDelivery.Status.SENT else None,
+                "task_id": task_id,
+                "outcome": str(outcome),
+                "code": code,
+                "error": redact(error)[:2000],
+                "started_at": now - timedelta(seconds=took),
+                "duration_ms": int(took * 1000),
+            },
         )
-        # What happened is recorded while the claim is still ours: a claim that outlived its
-        # lease may have been taken by a newer run, whose record is the one that counts.
-        marked = EmailDelivery.objects.filter(pk=delivery.pk, claimed_by=delivery.claimed_by).update(
-            status=status,
-            sent_at=timezone.now() if status == EmailDelivery.Status.SENT else None,
-            last_error=redact(error)[:2000],
-        )
+        (marked,) = cursor.fetchone()
     if not marked:
         logger.warning("email %s: the claim was taken over before its %s was recorded", delivery.pk, outcome)
 

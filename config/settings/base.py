@@ -101,7 +101,9 @@ DATABASES = {
     "default": env.db("DATABASE_URL", default="postgres://postgres@127.0.0.1:5432/taskyard"),
 }
 # Keep connections open between requests and tasks (see CELERY_DB_REUSE_MAX);
-# health checks drop a connection that broke while idle instead of failing on it.
+# health checks drop a connection that broke while idle instead of failing on it. The engine is
+# Django's PostgreSQL backend with a health check that polls the socket instead of a SELECT 1.
+DATABASES["default"]["ENGINE"] = "core.db.postgresql"
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # No ATOMIC_REQUESTS: services own their transactions, so no view holds one across I/O.
