@@ -127,3 +127,4 @@ line_list  # Prefetch(to_attr=...) and the create's lines, read by the serialize
 _.line_list  # unused attribute (orders/services.py)
 fail_captures  # fakes' settings set by tests through POST /control, read by name (fakes/http.py scripted_failure)
 fail_submits
+is_usable  # Django database backend hook (core/db/postgresql/base.py)
