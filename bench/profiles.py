@@ -7,6 +7,7 @@ collapsed stacks are saved (speedscope.app and flamegraph.pl read them) and draw
 flame graph with `flame_svg`; `top_frames` names the functions that cost the most.
 """
 
+import gzip
 import html
 import re
 import shutil
@@ -14,8 +15,10 @@ import subprocess
 import sys
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 RATE_HZ = 200
 _LINE_NUMBER = re.compile(r":\d+\)$")  # "fn (orders/views.py:42)" -> "fn (orders/views.py)"
@@ -61,12 +64,20 @@ def stacks(path: Path) -> Counter[tuple[str, ...]]:
     """Collapsed stacks (`frame;frame;... count`), the process line and line numbers dropped so
     that the children of a role (gunicorn workers, pool children) add up."""
     counts: Counter[tuple[str, ...]] = Counter()
-    for line in path.read_text().splitlines():
+    text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+    for line in text.splitlines():
         stack, _, n = line.rpartition(" ")
         if not n.isdigit():  # not a stack line
             continue
         counts[tuple(_LINE_NUMBER.sub(")", f) for f in stack.split(";")[1:])] += int(n)
     return counts
+
+
+def collapsed(path: Path) -> str:
+    """The role's stacks merged across its processes, in the collapsed format (what is saved
+    with the report: a tenth of py-spy's raw output, which repeats each stack per process)."""
+    counts = stacks(path)
+    return "".join(f"{';'.join(frames)} {n}\n" for frames, n in sorted(counts.items()))
 
 
 def top_frames(path: Path, n: int = 8) -> list[tuple[str, float]]:
@@ -136,3 +147,58 @@ def flame_svg(path: Path, title: str, width: int = 1200) -> str:
 
 def slug(role: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in role.split(" (")[0]).strip("-")
+
+
+def report_section(p: dict[str, Any], table: Callable[[list[list[str]]], str]) -> list[str]:
+    if not p.get("roles"):
+        return []
+    parts = [
+        f"### Where the CPU goes: py-spy profiles at {p['rate']:.0f} orders/s",
+        "",
+        (
+            f"A separate pass of {p['seconds']} s, not measured above (the sampler costs CPU too). py-spy "
+            f"samples each role's processes at {RATE_HZ} Hz, threads holding the GIL only, so "
+            "waiting on PostgreSQL, Redis or SMTP is not counted. PostgreSQL and Redis are not Python and "
+            "are not profiled. Each flame graph (SVG) and its collapsed stacks (gzipped; for "
+            "speedscope.app or flamegraph.pl) are saved next to this report. Self time, the functions that cost most:"
+        ),
+        "",
+    ]
+    for role, found in p["roles"].items():
+        if "error" in found:
+            parts += [f"* {role}: {found['error']}", ""]
+            continue
+        name = found.get("file", slug(role))
+        parts += [
+            (
+                f"**{role}**: {found['gil_ms_per_order']:.1f} ms with the GIL per order; "
+                f"[flame graph]({name}.svg), [stacks]({name}.txt.gz)"
+            ),
+            "",
+            table(
+                [["function (self time)", "% of samples"]] + [[f"`{f}`", f"{s:.1f}"] for f, s in found["top"]]
+            ),
+            "",
+        ]
+    return parts
+
+
+def inclusive_share(path: Path, function: str) -> float:
+    """% of the role's samples with `function` (a frame name's start) anywhere on the stack."""
+    counts = stacks(path)
+    hit = sum(n for frames, n in counts.items() if any(f.startswith(function) for f in frames))
+    return hit / (sum(counts.values()) or 1) * 100
+
+
+def share_table(results: Path, runs: dict[str, str], rows: list[tuple[str, str, list[str]]]) -> str:
+    """For docs: each (what, role file slug, functions) row's inclusive share of its role's
+    samples in each run's saved stacks (`<results>/<run>-profile-<slug>.txt.gz`)."""
+    lines = ["| what | role | " + " | ".join(f"{label} % of samples" for label in runs) + " |"]
+    lines.append("|---|---|" + "---|" * len(runs))
+    for what, role, functions in rows:
+        shares = []
+        for stem in runs.values():
+            path = results / f"{stem}-profile-{role}.txt.gz"
+            shares.append(sum(inclusive_share(path, fn) for fn in functions))
+        lines.append(f"| {what} | {role} | " + " | ".join(f"{s:.1f}" for s in shares) + " |")
+    return "\n".join(lines)

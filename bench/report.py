@@ -1,5 +1,6 @@
 """Turns bench/run.py's results into bench/results/<date>.md, PNG plots and a short table."""
 
+import gzip
 import json
 import statistics
 from datetime import UTC, datetime
@@ -10,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
+from django.conf import settings
 
 from bench.profiles import slug
 from bench.scenarios.end_to_end import goal_rows as s3_goal_rows
@@ -133,7 +135,7 @@ def save_profiles(r: dict[str, Any], out: Path, stem: str) -> None:
         if "svg" in found:
             found["file"] = f"{stem}-profile-{slug(role)}"
             (out / f"{found['file']}.svg").write_text(found["svg"])
-            (out / f"{found['file']}.txt").write_text(found["stacks"])
+            (out / f"{found['file']}.txt.gz").write_bytes(gzip.compress(found["stacks"].encode(), mtime=0))
 
 
 def save(fig: Any, path: Path) -> str:
@@ -159,6 +161,10 @@ def write_report(r: dict[str, Any], out: Path, label: str = "") -> Path:
     parts = [f"# Benchmark {stem}{' (quick run)' if r.get('quick') else ''}", ""]
     parts += ["Machine: " + ", ".join(f"{k} {v}" for k, v in r["machine"].items()), ""]
     parts += [f"Run {r['started']} to {r.get('finished', '?')}. Reproduce: `make bench`.", ""]
+    parts += ["Settings that differ from production (config/settings/bench.py):", ""]
+    parts += [
+        f"* {what}: {how}" for what, how in getattr(settings, "BENCH_DIFFERS_FROM_PRODUCTION", {}).items()
+    ] + [""]
     parts += [
         "## Goals",
         "",

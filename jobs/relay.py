@@ -102,8 +102,8 @@ WHERE id IN (
 RETURNING id, task_name, queue, args, kwargs, headers, priority, not_before
 """
 # The relay's two per-wake statements besides the claim are plain SQL as well: as ORM calls
-# (an update, an aggregate) compiling them cost more of the relay's CPU than publishing did
-# (bench S3 profile of the relay, docs/performance.md).
+# (an update, an aggregate) they were over a quarter of the relay's profile samples, most of
+# it compiling them (bench S3 profiles, docs/performance.md "Cost per order").
 _MARK_SENT_SQL = """
 UPDATE jobs_outboxmessage SET sent_at = now(), claimed_until = NULL, claim_token = NULL
 WHERE id = ANY(%(ids)s) AND claim_token = %(token)s

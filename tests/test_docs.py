@@ -9,6 +9,7 @@ import pytest
 from django.conf import settings
 from django.utils.module_loading import import_string
 
+from bench.scenarios.cost_docs import cost_comparison, cuts_table
 from bench.scenarios.order_creation import floor_comparison
 from bench.scenarios.tracing import DOCUMENTED_RUN, cost_table
 from jobs.management.commands.reliability_report import ORDER, RESULTS, render
@@ -191,4 +192,16 @@ def test_the_cost_of_tracing_is_rendered_from_the_bench_results():
     results = json.loads((ROOT / "bench" / "results" / DOCUMENTED_RUN).read_text())
     assert cost_table(results) in text(DOCS / "performance.md"), (
         "paste bench.scenarios.tracing.cost_table() of the documented run into docs/performance.md"
+    )
+
+
+def test_the_cost_per_order_before_and_after_is_rendered_from_the_bench_results():
+    table = cost_comparison()
+    for page in (DOCS / "performance.md", ROOT / "README.md"):
+        assert table in text(page), f"paste bench.scenarios.end_to_end.cost_comparison() into {page.name}"
+
+
+def test_what_each_cut_took_of_its_roles_profile_is_rendered_from_the_saved_profiles():
+    assert cuts_table() in text(DOCS / "performance.md"), (
+        "paste bench.scenarios.end_to_end.cuts_table() into docs/performance.md"
     )

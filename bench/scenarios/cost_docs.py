@@ -1,0 +1,88 @@
+"""The cost-per-order tables in docs/performance.md and the README, rendered from the S3/S4
+results files and saved profiles of two runs (before and after), so the figures are the runs'."""
+
+import json
+import statistics
+from pathlib import Path
+
+from bench import profiles
+from bench.scenarios.end_to_end import CPU_GOAL_MS, excluding_load
+
+# --- docs/performance.md and the README: CPU per order before and after --------------------
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+COST_RUNS = {"before": "2026-12-01-cost-before.json", "after": "2026-12-01-cost.json"}
+COST_RATES = (10.0, 25.0)
+
+
+def cost_comparison(runs: dict[str, str] = COST_RUNS, rates: tuple[float, ...] = COST_RATES) -> str:
+    """CPU-ms per order by role, and p99, at each rate in `rates`: one column per (run, rate),
+    read from the results files in bench/results/, so the figures in the docs are the runs'."""
+    found = {label: json.loads((RESULTS / name).read_text()) for label, name in runs.items()}
+    cells = [
+        (label, rate, next(e for e in r["s3"]["runs"] if e["rate"] == rate))
+        for rate in rates
+        for label, r in found.items()
+    ]
+    roles = sorted(
+        {role for _, _, e in cells for role in e["cpu_ms_per_order"]},
+        key=lambda k: -cells[0][2]["cpu_ms_per_order"].get(k, 0),
+    )
+    lines = [
+        "| CPU-ms per order | " + " | ".join(f"{label} {rate:.0f}/s" for label, rate, _ in cells) + " |",
+        "|---|" + "---|" * len(cells),
+    ]
+    lines += [
+        f"| {role} | " + " | ".join(f"{e['cpu_ms_per_order'].get(role, 0):.1f}" for *_, e in cells) + " |"
+        for role in roles
+    ]
+    lines.append(
+        f"| **all but the load generator** (goal <= {CPU_GOAL_MS}) | "
+        + " | ".join(f"**{excluding_load(e):.1f}**" for *_, e in cells)
+        + " |"
+    )
+    lines.append("| POST -> email p99, ms | " + " | ".join(f"{e['p99_ms']:.0f}" for *_, e in cells) + " |")
+    for label, r in found.items():
+        if "s4_throughput" in r:
+            t = r["s4_throughput"]
+            ratios = sorted(t["ratios"])
+            cpu = t.get("cpu_ms_per_task", {})
+            cost = {
+                kind: sum(v for k, v in cpu.get(kind, {}).items() if k != "load generator")
+                for kind in ("base", "plain")
+            }
+            lines += [
+                "",
+                (
+                    f"S4 ({label}): no-op tasks through the base task at {statistics.median(ratios):.2f}x plain Celery's "
+                    f"rate (median of {len(ratios)} pairs, {ratios[0]:.2f}-{ratios[-1]:.2f}; goal >= 0.85x), "
+                    f"{t['base']:.0f} against {t['plain']:.0f} tasks/s; worker + PostgreSQL + Redis CPU per task "
+                    f"{cost['base']:.2f} ms against {cost['plain']:.2f} ms."
+                ),
+            ]
+    commits = ", ".join(
+        f"{label}: [{runs[label].removesuffix('.json')}](/bench/results/{runs[label].removesuffix('.json')}.md) at {r['machine'].get('commit', '?')}"
+        for label, r in found.items()
+    )
+    return "\n".join([*lines, "", f"Runs: {commits}."])
+
+
+# What each cut of issue 18 took of its role's profile, before and after (docs/performance.md).
+PROFILE_CUTS = [
+    (
+        "the relay's mark-sent and next-due statements",
+        "relay",
+        ["Relay.mark_sent (", "Relay.seconds_until_next_due ("],
+    ),
+    ("the email's outcome (attempt + status)", "email-worker", ["_finish (notifications"]),
+    (
+        "storing the invoice row",
+        "documents-worker",
+        ["QuerySet.update_or_create (", "QuerySet.bulk_create ("],
+    ),
+    ("the connection health check", "web", ["DatabaseWrapper.is_usable ("]),
+]
+
+
+def cuts_table(runs: dict[str, str] = COST_RUNS) -> str:
+    stems = {label: name.removesuffix(".json") for label, name in runs.items()}
+    return profiles.share_table(RESULTS, stems, PROFILE_CUTS)
