@@ -2,9 +2,10 @@
 (a process and its children) from outside, so nothing in the product is instrumented for it.
 
 Only threads holding the GIL are sampled (`--gil`): a thread waiting on a socket (PostgreSQL,
-Redis, SMTP) releases it, so the samples are Python CPU time, not wall time. Each role's
-collapsed stacks are saved (speedscope.app and flamegraph.pl read them) and drawn as an SVG
-flame graph with `flame_svg`; `top_frames` names the functions that cost the most.
+Redis, SMTP) releases it, so the samples are Python CPU time, not wall time. A role's file is
+read once (`stacks`); the functions below take what it read: `collapsed` for the saved stacks
+(speedscope.app and flamegraph.pl read them), `flame_svg` draws them, `top_frames` names the
+functions that cost the most.
 """
 
 import gzip
@@ -49,21 +50,24 @@ def record(pids: dict[str, int], seconds: float, out: Path) -> dict[str, subproc
     return running
 
 
-def collect(running: dict[str, subprocess.Popen[bytes]], out: Path) -> dict[str, str]:
-    """Wait for each py-spy; role -> its collapsed-stacks file, or why there is none."""
-    found = {}
+Stacks = Counter[tuple[str, ...]]  # frames, outermost first -> samples
+
+
+def collect(running: dict[str, subprocess.Popen[bytes]], out: Path) -> dict[str, Stacks | str]:
+    """Wait for each py-spy; role -> its stacks, or why there are none."""
+    found: dict[str, Stacks | str] = {}
     for role, proc in running.items():
         _, err = proc.communicate(timeout=120)
         path = out / f"{slug(role)}.txt"
         ok = proc.returncode == 0 and path.exists() and path.stat().st_size
-        found[role] = str(path) if ok else f"no profile: {err.decode(errors='replace').strip()[-200:]}"
+        found[role] = stacks(path) if ok else f"no profile: {err.decode(errors='replace').strip()[-200:]}"
     return found
 
 
-def stacks(path: Path) -> Counter[tuple[str, ...]]:
+def stacks(path: Path) -> Stacks:
     """Collapsed stacks (`frame;frame;... count`), the process line and line numbers dropped so
     that the children of a role (gunicorn workers, pool children) add up."""
-    counts: Counter[tuple[str, ...]] = Counter()
+    counts: Stacks = Counter()
     text = gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
     for line in text.splitlines():
         stack, _, n = line.rpartition(" ")
@@ -73,16 +77,14 @@ def stacks(path: Path) -> Counter[tuple[str, ...]]:
     return counts
 
 
-def collapsed(path: Path) -> str:
+def collapsed(counts: Stacks) -> str:
     """The role's stacks merged across its processes, in the collapsed format (what is saved
-    with the report: a tenth of py-spy's raw output, which repeats each stack per process)."""
-    counts = stacks(path)
+    with the report: smaller than py-spy's raw output, which repeats each stack per process)."""
     return "".join(f"{';'.join(frames)} {n}\n" for frames, n in sorted(counts.items()))
 
 
-def top_frames(path: Path, n: int = 8) -> list[tuple[str, float]]:
+def top_frames(counts: Stacks, n: int = 8) -> list[tuple[str, float]]:
     """The `n` functions with the most samples of their own (self time), as % of the role's."""
-    counts = stacks(path)
     total = sum(counts.values()) or 1
     own: Counter[str] = Counter()
     for frames, count in counts.items():
@@ -91,9 +93,9 @@ def top_frames(path: Path, n: int = 8) -> list[tuple[str, float]]:
     return [(frame, count / total * 100) for frame, count in own.most_common(n)]
 
 
-def cpu_ms(path: Path) -> float:
+def cpu_ms(counts: Stacks) -> float:
     """CPU-ms the role's sampled threads spent holding the GIL."""
-    return sum(stacks(path).values()) / RATE_HZ * 1000
+    return sum(counts.values()) / RATE_HZ * 1000
 
 
 @dataclass
@@ -102,10 +104,9 @@ class Frame:
     children: dict[str, "Frame"] = field(default_factory=dict)
 
 
-def flame_svg(path: Path, title: str, width: int = 1200) -> str:
+def flame_svg(counts: Stacks, title: str, width: int = 1200) -> str:
     """A flame graph of the collapsed stacks: one box per frame, as wide as its samples; hover
     a box for its function and share."""
-    counts = stacks(path)
     total = sum(counts.values()) or 1
     root = Frame()
     for frames, count in counts.items():
@@ -183,9 +184,8 @@ def report_section(p: dict[str, Any], table: Callable[[list[list[str]]], str]) -
     return parts
 
 
-def inclusive_share(path: Path, function: str) -> float:
+def inclusive_share(counts: Stacks, function: str) -> float:
     """% of the role's samples with `function` (a frame name's start) anywhere on the stack."""
-    counts = stacks(path)
     hit = sum(n for frames, n in counts.items() if any(f.startswith(function) for f in frames))
     return hit / (sum(counts.values()) or 1) * 100
 
@@ -198,7 +198,7 @@ def share_table(results: Path, runs: dict[str, str], rows: list[tuple[str, str, 
     for what, role, functions in rows:
         shares = []
         for stem in runs.values():
-            path = results / f"{stem}-profile-{role}.txt.gz"
-            shares.append(sum(inclusive_share(path, fn) for fn in functions))
+            counts = stacks(results / f"{stem}-profile-{role}.txt.gz")
+            shares.append(sum(inclusive_share(counts, fn) for fn in functions))
         lines.append(f"| {what} | {role} | " + " | ".join(f"{s:.1f}" for s in shares) + " |")
     return "\n".join(lines)

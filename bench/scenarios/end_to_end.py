@@ -7,7 +7,6 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import requests
@@ -130,15 +129,14 @@ def s3_profile(
     created = orders_created() - created_before
     roles: dict[str, Any] = {}
     for role, found in profiles.collect(running, out).items():
-        if not found.endswith(".txt"):
+        if isinstance(found, str):
             roles[role] = {"error": found}
             continue
-        path = Path(found)
         roles[role] = {
-            "gil_ms_per_order": profiles.cpu_ms(path) / max(1, created),
-            "top": profiles.top_frames(path),
-            "svg": profiles.flame_svg(path, f"{role} at {PROFILE_RATE:.0f} orders/s"),
-            "stacks": profiles.collapsed(path),  # the report saves these two next to it, not in its JSON
+            "gil_ms_per_order": profiles.cpu_ms(found) / max(1, created),
+            "top": profiles.top_frames(found),
+            "svg": profiles.flame_svg(found, f"{role} at {PROFILE_RATE:.0f} orders/s"),
+            "stacks": profiles.collapsed(found),  # the report saves these two next to it, not in its JSON
         }
     say(f"S3 profiles at {PROFILE_RATE:.0f}/s: {', '.join(roles)}")
     return {
@@ -158,9 +156,9 @@ def s3_settle(sent: dict[int, float], arrivals: Callable[[], dict[int, float]]) 
     last = [-1]
 
     def idle() -> bool:
-        from orders.models import Invoice, Order
+        from orders.models import Invoice
 
-        created = Order.objects.count()
+        created = orders_created()
         stable, last[0] = created == last[0], created
         ready = Invoice.objects.filter(status=Invoice.Status.READY).count()
         return stable and ready >= created and len(arrivals()) >= created
