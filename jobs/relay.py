@@ -25,22 +25,18 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import psycopg
 import redis
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection
-from django.db.models import F, QuerySet
-from django.utils import timezone
 from kombu.exceptions import KombuError, OperationalError
 from prometheus_client import Counter
 
 from core.redis import redis_client
 from jobs import tracing
 from jobs.app import celery_app
-from jobs.models import OutboxMessage
 from jobs.outbox import NOTIFY_CHANNEL
 from jobs.worker import RELAY_HEARTBEAT_KEY
 
@@ -68,9 +64,6 @@ class Lease:
 
     token: uuid.UUID
     rows: list["Claimed"]
-
-    def rows_held(self) -> QuerySet[OutboxMessage]:
-        return OutboxMessage.objects.filter(pk__in=[r.id for r in self.rows], claim_token=self.token)
 
 
 @dataclass(frozen=True)
@@ -101,13 +94,17 @@ WHERE id IN (
 )
 RETURNING id, task_name, queue, args, kwargs, headers, priority, not_before
 """
-# The relay's two per-wake statements besides the claim are plain SQL as well: as ORM calls
-# (an update, an aggregate) they were over a quarter of the relay's profile samples, most of
-# it compiling them (bench S3 profiles, docs/performance.md "Cost per order").
-_MARK_SENT_SQL = """
-UPDATE jobs_outboxmessage SET sent_at = now(), claimed_until = NULL, claim_token = NULL
-WHERE id = ANY(%(ids)s) AND claim_token = %(token)s
-"""
+# The relay's per-wake statements besides the claim are plain SQL as well: as ORM calls (an
+# update, an aggregate) they were over a quarter of the relay's profile samples, most of it
+# compiling them (bench S3 profiles, docs/performance.md "Cost per order").
+# A mark of a lease's rows: only those still under this lease (a lease that ran out may have been
+# taken by another relay, whose marks are the ones that count).
+_MARK_SQL = "UPDATE jobs_outboxmessage SET {changes} WHERE id = ANY(%(ids)s) AND claim_token = %(token)s"
+_SENT = "sent_at = now(), claimed_until = NULL, claim_token = NULL"
+_FAILED = (
+    "claimed_until = now() + make_interval(secs => %(retry_in)s), "
+    "publish_attempts = publish_attempts + 1, last_error = %(error)s"
+)
 # Seconds until the next unsent row can be claimed: its not_before, or the end of a lease on
 # it. NULL when nothing is unsent.
 _NEXT_DUE_SQL = """
@@ -174,21 +171,21 @@ class Relay:
                 )
 
     def mark_sent(self, lease: Lease) -> int:
-        """Mark the leased rows sent: only those still under this lease (a lease that ran out
-        may have been taken by another relay, whose marks are the ones that count)."""
-        with connection.cursor() as cursor:
-            cursor.execute(_MARK_SENT_SQL, {"ids": [r.id for r in lease.rows], "token": lease.token})
-            marked = cursor.rowcount
-        self._log_lost_rows(lease, marked, "sent")
-        return marked
+        return self._mark(lease, "sent", _SENT)
 
     def mark_failed(self, lease: Lease, error: BaseException, retry_in: float) -> int:
-        marked = lease.rows_held().update(
-            claimed_until=timezone.now() + timedelta(seconds=retry_in),
-            publish_attempts=F("publish_attempts") + 1,
-            last_error=f"{type(error).__name__}: {error}"[:500],
-        )
-        self._log_lost_rows(lease, marked, "failed")
+        """Keep the rows, leased for `retry_in` seconds more: the back-off before a new try."""
+        error_text = f"{type(error).__name__}: {error}"[:500]
+        return self._mark(lease, "failed", _FAILED, retry_in=retry_in, error=error_text)
+
+    def _mark(self, lease: Lease, what: str, changes: str, **params: Any) -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                _MARK_SQL.format(changes=changes),
+                {"ids": [r.id for r in lease.rows], "token": lease.token, **params},
+            )
+            marked = cursor.rowcount
+        self._log_lost_rows(lease, marked, what)
         return marked
 
     @staticmethod
