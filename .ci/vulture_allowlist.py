@@ -128,3 +128,5 @@ _.line_list  # unused attribute (orders/services.py)
 fail_captures  # fakes' settings set by tests through POST /control, read by name (fakes/http.py scripted_failure)
 fail_submits
 is_usable  # Django database backend hook (core/db/postgresql/base.py)
+LazyMessageMiddleware  # named in settings.MIDDLEWARE (core/messages.py)
+_.process_request  # Django middleware hook (core/messages.py)

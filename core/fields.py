@@ -8,7 +8,7 @@ Patterns are `\\A...\\Z` RegexValidators: exact in Python, and drf-spectacular p
 with ECMA anchors (`^...$`).
 """
 
-from typing import Any
+from typing import Any, ClassVar
 
 from rest_framework import serializers
 
@@ -29,3 +29,26 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class FixedChoiceField(serializers.ChoiceField):
+    """A ChoiceField whose lookup tables are built once per process for each list of choices.
+
+    DRF copies a serializer's declared fields for every instance, and each copy of a
+    ChoiceField rebuilds its tables from the choices: for the 156 currency codes of an order
+    line that was a third of validating an order (docs/performance.md). The tables are never
+    mutated after they are built, so instances can share them. Choices must be hashable.
+    """
+
+    _tables: ClassVar[dict[tuple[Any, ...], tuple[Any, Any, dict[str, Any]]]] = {}
+
+    def _set_choices(self, choices: Any) -> None:
+        key = tuple(choices)
+        tables = self._tables.get(key)
+        if tables is None:  # two threads racing here both build the same tables: harmless
+            super()._set_choices(key)
+            tables = (self.grouped_choices, self._choices, self.choice_strings_to_values)
+            self._tables.setdefault(key, tables)
+        self.grouped_choices, self._choices, self.choice_strings_to_values = tables
+
+    choices = property(serializers.ChoiceField._get_choices, _set_choices)

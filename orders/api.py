@@ -16,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.fields import StrictCharField, StrictIntegerField
+from core.fields import FixedChoiceField, StrictCharField, StrictIntegerField
 from core.idempotency import idempotent
 from core.pagination import paginated_response
 from core.schema import IDEMPOTENCY_KEY, location, raises
@@ -117,8 +117,8 @@ class LineInputSerializer(serializers.Serializer[Any]):
         validators=[PRICE],
         help_text="With at most as many decimal places as the currency has (JPY 0, EUR 2, KWD 3).",
     )
-    currency = serializers.ChoiceField(
-        choices=sorted(CURRENCIES), help_text="ISO 4217, upper case; the same on every line."
+    currency = FixedChoiceField(
+        choices=tuple(sorted(CURRENCIES)), help_text="ISO 4217, upper case; the same on every line."
     )
 
     def validate_unit_price(self, value: str) -> Decimal:

@@ -23,7 +23,7 @@ from jobs import outbox
 from notifications.services import SendResult, email_send
 from orders.currencies import format_amount, max_amount, quantum
 from orders.errors import AmountOutOfRange, OrderStateConflict
-from orders.models import CustomerProfile, Order, OrderLine
+from orders.models import Order, OrderLine
 
 
 @dataclass(frozen=True)
@@ -178,8 +178,3 @@ def order_email_send(*, order_id: int, template: str, task_id: str = "") -> Send
         context=_email_context(order),
         task_id=task_id,
     )
-
-
-def display_currency_for(user: User) -> str:
-    profile = CustomerProfile.objects.filter(user=user).values_list("display_currency", flat=True).first()
-    return profile or settings.ORDERS_DEFAULT_DISPLAY_CURRENCY

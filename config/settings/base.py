@@ -77,7 +77,7 @@ MIDDLEWARE = [
     "core.body_limit.BodyLimitMiddleware",  # before CSRF: its check may read a form body
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "core.messages.LazyMessageMiddleware",  # messages storage only where a page uses it
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 

@@ -52,3 +52,19 @@ def test_a_replayed_create_reads_its_stored_answer(user):
         again = api.post("/api/orders/", ORDER, format="json", HTTP_IDEMPOTENCY_KEY="order-2")
     assert (again.status_code, again.json(), again["Idempotent-Replayed"]) == (201, first.json(), "true")
     assert len(queries.captured_queries) == 4  # BEGIN, the claim (conflicts), the stored answer, COMMIT
+
+
+def test_an_invoice_render_reads_the_order_in_two_queries(user):
+    from orders.invoices import invoice_render
+
+    created = client_for(user).post("/api/orders/", ORDER, format="json").json()
+    with CaptureQueriesContext(connection) as queries:
+        invoice = invoice_render(order_id=created["id"])
+    assert invoice.status == "ready"
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("SELECT")]
+    # The order joined to its invoice with the owner's display currency, then its lines. The
+    # owner's profile (EUR by default, the order's currency) needs no FX rate.
+    assert len(reads) == 2, reads
+    assert "orders_invoice" in reads[0]
+    assert "orders_customerprofile" in reads[0]
+    assert "orders_orderline" in reads[1]
