@@ -184,9 +184,10 @@ def report_section(p: dict[str, Any], table: Callable[[list[list[str]]], str]) -
     return parts
 
 
-def inclusive_share(counts: Stacks, function: str) -> float:
-    """% of the role's samples with `function` (a frame name's start) anywhere on the stack."""
-    hit = sum(n for frames, n in counts.items() if any(f.startswith(function) for f in frames))
+def inclusive_share(counts: Stacks, *functions: str) -> float:
+    """% of the role's samples with any of `functions` (a frame name's start) on the stack:
+    a sample with two of them, one calling the other, counts once."""
+    hit = sum(n for frames, n in counts.items() if any(f.startswith(functions) for f in frames))
     return hit / (sum(counts.values()) or 1) * 100
 
 
@@ -199,6 +200,6 @@ def share_table(results: Path, runs: dict[str, str], rows: list[tuple[str, str, 
         shares = []
         for stem in runs.values():
             counts = stacks(results / f"{stem}-profile-{role}.txt.gz")
-            shares.append(sum(inclusive_share(counts, fn) for fn in functions))
+            shares.append(inclusive_share(counts, *functions))
         lines.append(f"| {what} | {role} | " + " | ".join(f"{s:.1f}" for s in shares) + " |")
     return "\n".join(lines)

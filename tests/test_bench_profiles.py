@@ -33,6 +33,13 @@ def test_top_frames_are_self_time_shares(tmp_path: Path):
     ]
 
 
+def test_an_inclusive_share_counts_a_sample_once_whatever_of_its_functions_it_holds(tmp_path: Path):
+    counts = profiles.stacks(write(tmp_path))
+    assert profiles.inclusive_share(counts, "serialize (") == 80.0
+    assert profiles.inclusive_share(counts, "view (", "serialize (") == 100.0  # view calls serialize
+    assert profiles.inclusive_share(counts, "serialize (", "query (") == 100.0
+
+
 def test_the_flame_graph_draws_each_frame_as_wide_as_its_samples(tmp_path: Path):
     counts = profiles.stacks(write(tmp_path))
     svg = profiles.flame_svg(counts, "web", width=1000)

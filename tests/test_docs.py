@@ -9,7 +9,14 @@ import pytest
 from django.conf import settings
 from django.utils.module_loading import import_string
 
-from bench.scenarios.cost_docs import cost_comparison, cuts_table
+from bench.scenarios.cost_docs import (
+    PROFILE_CUTS_2,
+    PROFILE_RUNS_2,
+    cost_comparison,
+    cuts_table,
+    median_comparison,
+    runs_in_order,
+)
 from bench.scenarios.order_creation import floor_comparison
 from bench.scenarios.tracing import DOCUMENTED_RUN, cost_table
 from jobs.management.commands.reliability_report import ORDER, RESULTS, render
@@ -199,6 +206,17 @@ def test_the_cost_per_order_before_and_after_is_rendered_from_the_bench_results(
     table = cost_comparison()
     for page in (DOCS / "performance.md", ROOT / "README.md"):
         assert table in text(page), f"paste bench.scenarios.end_to_end.cost_comparison() into {page.name}"
+
+
+def test_the_second_rounds_repeated_runs_are_rendered_from_the_bench_results():
+    page = text(DOCS / "performance.md")
+    assert median_comparison() in page, (
+        "paste bench.scenarios.cost_docs.median_comparison() into performance.md"
+    )
+    assert runs_in_order() in page, "paste bench.scenarios.cost_docs.runs_in_order() into performance.md"
+    assert cuts_table(PROFILE_RUNS_2, PROFILE_CUTS_2) in page, (
+        "paste bench.scenarios.cost_docs.cuts_table(PROFILE_RUNS_2, PROFILE_CUTS_2) into performance.md"
+    )
 
 
 def test_what_each_cut_took_of_its_roles_profile_is_rendered_from_the_saved_profiles():

@@ -83,6 +83,109 @@ PROFILE_CUTS = [
 ]
 
 
-def cuts_table(runs: dict[str, str] = COST_RUNS) -> str:
+# The second round (a later session, on another VM, so its own before runs): its cuts were a
+# few per cent each, within one run's noise, so each side ran three times, interleaved.
+COST_RUNS_2 = {
+    "before": [
+        "2026-12-01-cost2-before.json",
+        "2026-12-01-cost2-before-2.json",
+        "2026-12-01-cost2-before-3.json",
+    ],
+    "after": ["2026-12-01-cost2.json", "2026-12-01-cost2-2.json", "2026-12-01-cost2-3.json"],
+}
+PROFILE_RUNS_2 = {label: names[0] for label, names in COST_RUNS_2.items()}  # each side's first run
+PROFILE_CUTS_2 = [
+    (
+        "the invoice render's reads",
+        "documents-worker",
+        # before: the order (get), its invoice and the owner's profile (first); after: one function
+        ["_order_to_render (", "QuerySet.get (", "QuerySet.first ("],
+    ),
+    (
+        "the messages middleware",
+        "web",
+        ["MessageMiddleware.process_request (", "LazyMessageMiddleware.process_request ("],
+    ),
+    ("building choice fields (every serializer copy)", "web", ["ChoiceField.__init__ ("]),
+]
+
+
+def median_comparison(runs: dict[str, list[str]] = COST_RUNS_2, rates: tuple[float, ...] = COST_RATES) -> str:
+    """Like cost_comparison, for sides that ran several times: each cell is the median over a
+    side's runs, and the total's row gives the runs' range, so a difference can be read
+    against the noise between runs of the same code."""
+    found = {
+        label: [json.loads((RESULTS / name).read_text()) for name in names] for label, names in runs.items()
+    }
+    cells = [
+        (label, rate, [next(e for e in r["s3"]["runs"] if e["rate"] == rate) for r in results])
+        for rate in rates
+        for label, results in found.items()
+    ]
+    roles = sorted(
+        {role for *_, entries in cells for e in entries for role in e["cpu_ms_per_order"]},
+        key=lambda k: -statistics.median(e["cpu_ms_per_order"].get(k, 0) for e in cells[0][2]),
+    )
+    lines = [
+        "| CPU-ms per order, median | "
+        + " | ".join(f"{label} {rate:.0f}/s" for label, rate, _ in cells)
+        + " |",
+        "|---|" + "---|" * len(cells),
+    ]
+    lines += [
+        f"| {role} | "
+        + " | ".join(
+            f"{statistics.median(e['cpu_ms_per_order'].get(role, 0) for e in entries):.1f}"
+            for *_, entries in cells
+        )
+        + " |"
+        for role in roles
+    ]
+    totals = [sorted(excluding_load(e) for e in entries) for *_, entries in cells]
+    lines.append(
+        f"| **all but the load generator** (goal <= {CPU_GOAL_MS}) | "
+        + " | ".join(f"**{statistics.median(t):.1f}** ({t[0]:.1f}-{t[-1]:.1f})" for t in totals)
+        + " |"
+    )
+    lines.append(
+        "| POST -> email p99, ms | "
+        + " | ".join(f"{statistics.median(e['p99_ms'] for e in entries):.0f}" for *_, entries in cells)
+        + " |"
+    )
+    sides = "; ".join(
+        f"{label}: "
+        + ", ".join(
+            f"[{name.removesuffix('.json')}](/bench/results/{name.removesuffix('.json')}.md) at {r['machine'].get('commit', '?')}"
+            for name, r in zip(runs[label], results, strict=True)
+        )
+        for label, results in found.items()
+    )
+    return "\n".join([*lines, "", f"Runs ({len(next(iter(runs.values())))} per side): {sides}."])
+
+
+def runs_in_order(runs: dict[str, list[str]] = COST_RUNS_2, rate: float = 10.0) -> str:
+    """Each run's totals at `rate` in the order the runs started, with the roles no cut
+    touched (the load generator, the SMTP sink): what drifts between runs of the same code."""
+    rows = []
+    for label, names in runs.items():
+        for name in names:
+            r = json.loads((RESULTS / name).read_text())
+            e = next(e for e in r["s3"]["runs"] if e["rate"] == rate)
+            cpu = e["cpu_ms_per_order"]
+            rows.append((r["started"], label, excluding_load(e), cpu["load generator"], cpu["SMTP sink"]))
+    lines = [
+        f"| run started (UTC) | side | all but the load generator, {rate:.0f}/s | load generator | SMTP sink |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {started[11:16]} | {label} | {total:.1f} | {load:.1f} | {sink:.1f} |"
+        for started, label, total, load, sink in sorted(rows)
+    ]
+    return "\n".join(lines)
+
+
+def cuts_table(
+    runs: dict[str, str] = COST_RUNS, cuts: list[tuple[str, str, list[str]]] = PROFILE_CUTS
+) -> str:
     stems = {label: name.removesuffix(".json") for label, name in runs.items()}
-    return profiles.share_table(RESULTS, stems, PROFILE_CUTS)
+    return profiles.share_table(RESULTS, stems, cuts)
