@@ -36,7 +36,7 @@ class FixedChoiceField(serializers.ChoiceField):
 
     DRF copies a serializer's declared fields for every instance, and each copy of a
     ChoiceField rebuilds its tables from the choices: for the 156 currency codes of an order
-    line that was a third of validating an order (docs/performance.md). The tables are never
+    line, about 3 % of the web process's profile samples (docs/performance.md). The tables are never
     mutated after they are built, so instances can share them. Choices must be hashable.
     """
 

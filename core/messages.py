@@ -1,8 +1,8 @@
 """Django's messages framework, built only for the requests that use it.
 
 MessageMiddleware builds its storage (a cookie store and a session store) on every request,
-although only admin pages add or read messages: on API requests that was 4.8 % of the web
-process's CPU in the cost profile (docs/performance.md). Here the storage is built on first
+although only admin pages add or read messages: on API requests that was about 5 % of the
+web process's profile samples (docs/performance.md, cost per order). Here the storage is built on first
 use, and a response whose request never touched it has nothing to save.
 """
 

@@ -92,7 +92,7 @@ def render_pdf(order: Order, conversion: Conversion) -> bytes:
 def _order_to_render(order_id: int) -> tuple[Order, str]:
     """The order with all a render reads, in two queries: the order joined to its invoice (if
     any) with the owner's display currency as a subquery, then its lines. Four reads before
-    (order and owner, lines, profile, invoice) made a third of the documents worker's CPU.
+    (order and owner, lines, profile, invoice) were a third of the documents worker's profile.
     Returns the order and the currency its invoice shows a converted total in."""
     profile_currency = CustomerProfile.objects.filter(user=OuterRef("owner")).values("display_currency")
     order = (
