@@ -205,7 +205,7 @@ def test_the_cost_of_tracing_is_rendered_from_the_bench_results():
 def test_the_cost_per_order_before_and_after_is_rendered_from_the_bench_results():
     table = cost_comparison()
     for page in (DOCS / "performance.md", ROOT / "README.md"):
-        assert table in text(page), f"paste bench.scenarios.end_to_end.cost_comparison() into {page.name}"
+        assert table in text(page), f"paste bench.scenarios.cost_docs.cost_comparison() into {page.name}"
 
 
 def test_the_second_rounds_repeated_runs_are_rendered_from_the_bench_results():
@@ -221,5 +221,5 @@ def test_the_second_rounds_repeated_runs_are_rendered_from_the_bench_results():
 
 def test_what_each_cut_took_of_its_roles_profile_is_rendered_from_the_saved_profiles():
     assert cuts_table() in text(DOCS / "performance.md"), (
-        "paste bench.scenarios.end_to_end.cuts_table() into docs/performance.md"
+        "paste bench.scenarios.cost_docs.cuts_table() into docs/performance.md"
     )

@@ -1,9 +1,10 @@
 """The cost-per-order tables in docs/performance.md and the README, rendered from the S3/S4
-results files and saved profiles of two runs (before and after), so the figures are the runs'."""
+results files and saved profiles of the before and after runs, so the figures are the runs'."""
 
 import json
 import statistics
 from pathlib import Path
+from typing import Any
 
 from bench import profiles
 from bench.scenarios.end_to_end import CPU_GOAL_MS, excluding_load
@@ -14,34 +15,64 @@ COST_RUNS = {"before": "2026-12-01-cost-before.json", "after": "2026-12-01-cost.
 COST_RATES = (10.0, 25.0)
 
 
-def cost_comparison(runs: dict[str, str] = COST_RUNS, rates: tuple[float, ...] = COST_RATES) -> str:
-    """CPU-ms per order by role, and p99, at each rate in `rates`: one column per (run, rate),
-    read from the results files in bench/results/, so the figures in the docs are the runs'."""
-    found = {label: json.loads((RESULTS / name).read_text()) for label, name in runs.items()}
+def _load(names: list[str]) -> list[dict[str, Any]]:
+    return [json.loads((RESULTS / name).read_text()) for name in names]
+
+
+def _link(name: str, r: dict[str, Any]) -> str:
+    stem = name.removesuffix(".json")
+    return f"[{stem}](/bench/results/{stem}.md) at {r['machine'].get('commit', '?')}"
+
+
+def _cpu_table(
+    found: dict[str, list[dict[str, Any]]], rates: tuple[float, ...], header: str, *, with_range: bool
+) -> list[str]:
+    """CPU-ms per order by role and the p99, one column per (side, rate): each cell the median
+    over the side's runs (a side of one run shows that run's figures)."""
     cells = [
-        (label, rate, next(e for e in r["s3"]["runs"] if e["rate"] == rate))
+        (label, rate, [next(e for e in r["s3"]["runs"] if e["rate"] == rate) for r in results])
         for rate in rates
-        for label, r in found.items()
+        for label, results in found.items()
     ]
+
+    def cpu(entries: list[dict[str, Any]], role: str) -> float:
+        return statistics.median(e["cpu_ms_per_order"].get(role, 0) for e in entries)
+
     roles = sorted(
-        {role for _, _, e in cells for role in e["cpu_ms_per_order"]},
-        key=lambda k: -cells[0][2]["cpu_ms_per_order"].get(k, 0),
+        {role for *_, entries in cells for e in entries for role in e["cpu_ms_per_order"]},
+        key=lambda role: -cpu(cells[0][2], role),
     )
+    totals = [sorted(excluding_load(e) for e in entries) for *_, entries in cells]
     lines = [
-        "| CPU-ms per order | " + " | ".join(f"{label} {rate:.0f}/s" for label, rate, _ in cells) + " |",
+        f"| {header} | " + " | ".join(f"{label} {rate:.0f}/s" for label, rate, _ in cells) + " |",
         "|---|" + "---|" * len(cells),
     ]
     lines += [
-        f"| {role} | " + " | ".join(f"{e['cpu_ms_per_order'].get(role, 0):.1f}" for *_, e in cells) + " |"
+        f"| {role} | " + " | ".join(f"{cpu(entries, role):.1f}" for *_, entries in cells) + " |"
         for role in roles
     ]
     lines.append(
         f"| **all but the load generator** (goal <= {CPU_GOAL_MS}) | "
-        + " | ".join(f"**{excluding_load(e):.1f}**" for *_, e in cells)
+        + " | ".join(
+            f"**{statistics.median(t):.1f}**" + (f" ({t[0]:.1f}-{t[-1]:.1f})" if with_range else "")
+            for t in totals
+        )
         + " |"
     )
-    lines.append("| POST -> email p99, ms | " + " | ".join(f"{e['p99_ms']:.0f}" for *_, e in cells) + " |")
-    for label, r in found.items():
+    lines.append(
+        "| POST -> email p99, ms | "
+        + " | ".join(f"{statistics.median(e['p99_ms'] for e in entries):.0f}" for *_, entries in cells)
+        + " |"
+    )
+    return lines
+
+
+def cost_comparison(runs: dict[str, str] = COST_RUNS, rates: tuple[float, ...] = COST_RATES) -> str:
+    """CPU-ms per order by role, and p99, at each rate in `rates`: one column per (run, rate),
+    read from the results files in bench/results/, so the figures in the docs are the runs'."""
+    found = {label: _load([name]) for label, name in runs.items()}
+    lines = _cpu_table(found, rates, "CPU-ms per order", with_range=False)
+    for label, (r,) in found.items():
         if "s4_throughput" in r:
             t = r["s4_throughput"]
             ratios = sorted(t["ratios"])
@@ -59,10 +90,7 @@ def cost_comparison(runs: dict[str, str] = COST_RUNS, rates: tuple[float, ...] =
                     f"{cost['base']:.2f} ms against {cost['plain']:.2f} ms."
                 ),
             ]
-    commits = ", ".join(
-        f"{label}: [{runs[label].removesuffix('.json')}](/bench/results/{runs[label].removesuffix('.json')}.md) at {r['machine'].get('commit', '?')}"
-        for label, r in found.items()
-    )
+    commits = ", ".join(f"{label}: {_link(runs[label], r)}" for label, (r,) in found.items())
     return "\n".join([*lines, "", f"Runs: {commits}."])
 
 
@@ -114,50 +142,10 @@ def median_comparison(runs: dict[str, list[str]] = COST_RUNS_2, rates: tuple[flo
     """Like cost_comparison, for sides that ran several times: each cell is the median over a
     side's runs, and the total's row gives the runs' range, so a difference can be read
     against the noise between runs of the same code."""
-    found = {
-        label: [json.loads((RESULTS / name).read_text()) for name in names] for label, names in runs.items()
-    }
-    cells = [
-        (label, rate, [next(e for e in r["s3"]["runs"] if e["rate"] == rate) for r in results])
-        for rate in rates
-        for label, results in found.items()
-    ]
-    roles = sorted(
-        {role for *_, entries in cells for e in entries for role in e["cpu_ms_per_order"]},
-        key=lambda k: -statistics.median(e["cpu_ms_per_order"].get(k, 0) for e in cells[0][2]),
-    )
-    lines = [
-        "| CPU-ms per order, median | "
-        + " | ".join(f"{label} {rate:.0f}/s" for label, rate, _ in cells)
-        + " |",
-        "|---|" + "---|" * len(cells),
-    ]
-    lines += [
-        f"| {role} | "
-        + " | ".join(
-            f"{statistics.median(e['cpu_ms_per_order'].get(role, 0) for e in entries):.1f}"
-            for *_, entries in cells
-        )
-        + " |"
-        for role in roles
-    ]
-    totals = [sorted(excluding_load(e) for e in entries) for *_, entries in cells]
-    lines.append(
-        f"| **all but the load generator** (goal <= {CPU_GOAL_MS}) | "
-        + " | ".join(f"**{statistics.median(t):.1f}** ({t[0]:.1f}-{t[-1]:.1f})" for t in totals)
-        + " |"
-    )
-    lines.append(
-        "| POST -> email p99, ms | "
-        + " | ".join(f"{statistics.median(e['p99_ms'] for e in entries):.0f}" for *_, entries in cells)
-        + " |"
-    )
+    found = {label: _load(names) for label, names in runs.items()}
+    lines = _cpu_table(found, rates, "CPU-ms per order, median", with_range=True)
     sides = "; ".join(
-        f"{label}: "
-        + ", ".join(
-            f"[{name.removesuffix('.json')}](/bench/results/{name.removesuffix('.json')}.md) at {r['machine'].get('commit', '?')}"
-            for name, r in zip(runs[label], results, strict=True)
-        )
+        f"{label}: " + ", ".join(_link(name, r) for name, r in zip(runs[label], results, strict=True))
         for label, results in found.items()
     )
     return "\n".join([*lines, "", f"Runs ({len(next(iter(runs.values())))} per side): {sides}."])
@@ -168,8 +156,7 @@ def runs_in_order(runs: dict[str, list[str]] = COST_RUNS_2, rate: float = 10.0) 
     touched (the load generator, the SMTP sink): what drifts between runs of the same code."""
     rows = []
     for label, names in runs.items():
-        for name in names:
-            r = json.loads((RESULTS / name).read_text())
+        for r in _load(names):
             e = next(e for e in r["s3"]["runs"] if e["rate"] == rate)
             cpu = e["cpu_ms_per_order"]
             rows.append((r["started"], label, excluding_load(e), cpu["load generator"], cpu["SMTP sink"]))
