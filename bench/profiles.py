@@ -150,7 +150,12 @@ def slug(role: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in role.split(" (")[0]).strip("-")
 
 
-def report_section(p: dict[str, Any], table: Callable[[list[list[str]]], str]) -> list[str]:
+def saved_name(stem: str, role: str) -> str:
+    """A role's profile files next to report `stem`: `<name>.svg` and `<name>.txt.gz`."""
+    return f"{stem}-profile-{slug(role)}"
+
+
+def report_section(p: dict[str, Any], table: Callable[[list[list[str]]], str], stem: str) -> list[str]:
     if not p.get("roles"):
         return []
     parts = [
@@ -169,7 +174,7 @@ def report_section(p: dict[str, Any], table: Callable[[list[list[str]]], str]) -
         if "error" in found:
             parts += [f"* {role}: {found['error']}", ""]
             continue
-        name = found.get("file", slug(role))
+        name = saved_name(stem, role)
         parts += [
             (
                 f"**{role}**: {found['gil_ms_per_order']:.1f} ms with the GIL per order; "
@@ -193,13 +198,13 @@ def inclusive_share(counts: Stacks, *functions: str) -> float:
 
 def share_table(results: Path, runs: dict[str, str], rows: list[tuple[str, str, list[str]]]) -> str:
     """For docs: each (what, role file slug, functions) row's inclusive share of its role's
-    samples in each run's saved stacks (`<results>/<run>-profile-<slug>.txt.gz`)."""
+    samples in each run's saved stacks (`saved_name`)."""
     lines = ["| what | role | " + " | ".join(f"{label} % of samples" for label in runs) + " |"]
     lines.append("|---|---|" + "---|" * len(runs))
     for what, role, functions in rows:
         shares = []
         for stem in runs.values():
-            counts = stacks(results / f"{stem}-profile-{role}.txt.gz")
+            counts = stacks(results / f"{saved_name(stem, role)}.txt.gz")
             shares.append(inclusive_share(counts, *functions))
         lines.append(f"| {what} | {role} | " + " | ".join(f"{s:.1f}" for s in shares) + " |")
     return "\n".join(lines)

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # no display: files only
 import matplotlib.pyplot as plt
 from django.conf import settings
 
-from bench.profiles import slug
+from bench.profiles import saved_name
 from bench.scenarios.end_to_end import goal_rows as s3_goal_rows
 from bench.scenarios.end_to_end import report_section as s3_section
 from bench.scenarios.order_creation import NAMES
@@ -133,9 +133,9 @@ def save_profiles(r: dict[str, Any], out: Path, stem: str) -> None:
     """S3's flame graphs and collapsed stacks, as files next to the report."""
     for role, found in ((r.get("s3") or {}).get("profiles") or {}).get("roles", {}).items():
         if "svg" in found:
-            found["file"] = f"{stem}-profile-{slug(role)}"
-            (out / f"{found['file']}.svg").write_text(found["svg"])
-            (out / f"{found['file']}.txt.gz").write_bytes(gzip.compress(found["stacks"].encode(), mtime=0))
+            name = saved_name(stem, role)
+            (out / f"{name}.svg").write_text(found["svg"])
+            (out / f"{name}.txt.gz").write_bytes(gzip.compress(found["stacks"].encode(), mtime=0))
 
 
 def save(fig: Any, path: Path) -> str:
@@ -211,7 +211,7 @@ def write_report(r: dict[str, Any], out: Path, label: str = "") -> Path:
             table(rows),
             "",
         ]
-    parts += s3_section(r, failed, table)
+    parts += s3_section(r, failed, table, stem)
     if "s4_throughput" in r:
         t = r["s4_throughput"]
         parts += [

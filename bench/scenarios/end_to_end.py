@@ -288,7 +288,7 @@ def cpu_rows(runs: list[dict[str, Any]], key: str, digits: int) -> list[list[str
 
 
 def report_section(
-    r: dict[str, Any], failed: Callable[[Any], str], table: Callable[[list[list[str]]], str]
+    r: dict[str, Any], failed: Callable[[Any], str], table: Callable[[list[list[str]]], str], stem: str
 ) -> list[str]:
     if "s3" not in r:
         return []
@@ -335,5 +335,5 @@ def report_section(
             table(cpu_rows(runs, "cpu_ms_per_order", 1)),
             "",
         ]
-    parts += profiles.report_section(r["s3"].get("profiles") or {}, table)
+    parts += profiles.report_section(r["s3"].get("profiles") or {}, table, stem)
     return parts
